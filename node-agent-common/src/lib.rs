@@ -1,0 +1,86 @@
+//! Types shared by Wattlet's in-kernel programs and its agent.
+//!
+//! Each struct here is the exact layout of a map value: the eBPF side writes it, the agent reads it
+//! (with the `user` feature, which implements `aya::Pod`). Keeping one definition means both sides
+//! always agree on the layout.
+#![no_std]
+
+/// Names of the maps and globals in the eBPF object; the agent looks them up by these names.
+pub mod names {
+    /// The sched_switch accounting program.
+    pub const PROGRAM: &str = "sched_switch";
+    /// Reference program for the benchmark: does nothing.
+    pub const PROGRAM_EMPTY: &str = "sched_switch_empty";
+    /// Reference program for the benchmark: clock + cgroup id + per-CPU array store.
+    pub const PROGRAM_FLOOR: &str = "sched_switch_floor";
+    /// Per-CPU hash: cgroup id (u64) → [`CgroupCounters`](crate::CgroupCounters).
+    pub const CGROUPS: &str = "CGROUPS";
+    /// Per-CPU array of one [`CpuCounters`](crate::CpuCounters).
+    pub const CPUS: &str = "CPUS";
+    /// Perf event arrays (one fd per CPU) for the hardware counters.
+    pub const CYCLES: &str = "CYCLES";
+    pub const INSTRUCTIONS: &str = "INSTRUCTIONS";
+    /// Global set at load time: bit 0 = read CYCLES, bit 1 = read INSTRUCTIONS.
+    pub const PMU_FLAGS: &str = "PMU_FLAGS";
+}
+
+/// Bits of the `PMU_FLAGS` global.
+pub const PMU_CYCLES: u32 = 1;
+pub const PMU_INSTRUCTIONS: u32 = 2;
+
+/// Default number of cgroups the per-CPU hash holds; memory is this × possible CPUs × 40 bytes.
+pub const DEFAULT_MAX_CGROUPS: u32 = 4096;
+
+/// What one cgroup did on one CPU, cumulative since the entry was created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupCounters {
+    /// Nanoseconds its tasks were on the CPU.
+    pub cpu_ns: u64,
+    /// Times one of its tasks gave up the CPU (blocked, slept, waited).
+    pub switches_voluntary: u64,
+    /// Times one of its tasks was preempted while runnable.
+    pub switches_involuntary: u64,
+    /// PMU cycles while its tasks ran (0 without a PMU).
+    pub cycles: u64,
+    /// PMU instructions retired while its tasks ran (0 without a PMU).
+    pub instructions: u64,
+}
+
+impl CgroupCounters {
+    #[inline(always)]
+    pub fn add(&mut self, other: &Self) {
+        self.cpu_ns = self.cpu_ns.wrapping_add(other.cpu_ns);
+        self.switches_voluntary = self.switches_voluntary.wrapping_add(other.switches_voluntary);
+        self.switches_involuntary = self
+            .switches_involuntary
+            .wrapping_add(other.switches_involuntary);
+        self.cycles = self.cycles.wrapping_add(other.cycles);
+        self.instructions = self.instructions.wrapping_add(other.instructions);
+    }
+}
+
+/// One CPU's accounting state, cumulative since the program was attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuCounters {
+    /// `bpf_ktime_get_ns()` at this CPU's previous context switch (0 = none seen yet).
+    pub last_switch_ns: u64,
+    /// Last raw values of the PMU counters, to charge deltas.
+    pub last_cycles: u64,
+    pub last_instructions: u64,
+    /// Time charged to any task other than the idle task.
+    pub busy_ns: u64,
+    /// Time of the idle task (pid 0).
+    pub idle_ns: u64,
+    /// What could not be charged to a cgroup because the cgroup map was full.
+    pub overflow: CgroupCounters,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are repr(C), Copy, made only of u64s (no padding), so any bit pattern is valid.
+    unsafe impl aya::Pod for super::CgroupCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CpuCounters {}
+}

@@ -1,0 +1,139 @@
+//! `wattlet run`: measure every interval, publish the snapshot, serve it.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use log::{info, warn};
+
+use crate::{
+    cgroup::{CgroupTree, locate_cgroup2},
+    config::Options,
+    exporter::{self, Latest, Published},
+    kernel::{KernelCounters, probe},
+};
+
+/// Stops early, with the fix, when the process cannot load eBPF.
+pub fn require_privileges(opts: &Options) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    match probe::read_caps(&opts.procfs) {
+        Ok(caps) if probe::can_load_bpf(caps) => Ok(()),
+        _ => bail!(
+            "wattlet needs root, or the capabilities CAP_BPF and CAP_PERFMON, to load its eBPF \
+             programs: run `sudo wattlet run` (from a checkout: `sudo -E cargo xtask run`), or \
+             grant them with `sudo setcap cap_bpf,cap_perfmon+ep $(command -v wattlet)`"
+        ),
+    }
+}
+
+pub async fn run(opts: Options) -> Result<()> {
+    require_privileges(&opts)?;
+    let addr = opts.listen_addr()?;
+    let mount = locate_cgroup2(&opts.procfs)?;
+    info!("cgroup v2 hierarchy at {}", mount.mount_point.display());
+    let mut tree = CgroupTree::new(&mount.mount_point);
+    let mut counters = KernelCounters::load(opts.kernel_options())?;
+    let (_, pmu_reason) = counters.pmu();
+    info!("sched_switch accounting attached; PMU: {pmu_reason}");
+
+    let latest = Arc::new(Latest::default());
+    let registry = exporter::registry(latest.clone(), &opts.node_name());
+    let listener = exporter::bind(addr).await?;
+    info!(
+        "serving http://{}/metrics every {:?}",
+        listener.local_addr()?,
+        opts.interval
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = {
+        let latest = latest.clone();
+        let stop = stop.clone();
+        let interval = opts.interval;
+        thread::Builder::new()
+            .name("measure".into())
+            .spawn(move || measure_loop(&mut counters, &mut tree, &latest, interval, &stop))
+            .context("starting the measuring thread")?
+    };
+
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            info!("shutting down");
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+    let served = exporter::serve(listener, registry, latest, shutdown).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = measuring.join();
+    served
+}
+
+/// Reads the kernel counters at each tick and publishes the snapshot. A failed read is logged,
+/// counted and retried at the next tick; the previous snapshot stays published.
+fn measure_loop(
+    counters: &mut KernelCounters,
+    tree: &mut CgroupTree,
+    latest: &Latest,
+    interval: Duration,
+    stop: &AtomicBool,
+) {
+    let mut errors = 0u64;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        match counters.read(tree) {
+            Ok(snapshot) => latest.publish(Published {
+                counters: snapshot,
+                work: started.elapsed(),
+                read_errors: errors,
+            }),
+            Err(e) => {
+                errors += 1;
+                warn!("reading kernel counters failed ({errors} so far): {e:#}");
+            }
+        }
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            next = now;
+        }
+        // Sleep in short steps so that shutdown is prompt.
+        while !stop.load(Ordering::Relaxed) {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `wattlet check`: what this node supports and what the agent will use, in plain words.
+
+use std::{fmt::Write as _, path::Path};
+
+use crate::{
+    cgroup::locate_cgroup2,
+    config::Options,
+    kernel::{KernelCounters, KernelOptions, PmuMode, probe},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Works, with less than the best (e.g. no PMU).
+    Degraded,
+    /// The agent cannot run.
+    Fail,
+}
+
+#[derive(Debug)]
+pub struct Item {
+    pub what: &'static str,
+    pub status: Status,
+    pub detail: String,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub items: Vec<Item>,
+    pub will_use: Vec<String>,
+}
+
+impl Report {
+    pub fn can_run(&self) -> bool {
+        self.items.iter().all(|i| i.status != Status::Fail)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from("Wattlet node check\n\n");
+        for i in &self.items {
+            let mark = match i.status {
+                Status::Ok => "ok  ",
+                Status::Degraded => "warn",
+                Status::Fail => "FAIL",
+            };
+            let _ = writeln!(out, "  [{mark}] {:<12} {}", i.what, i.detail);
+        }
+        out.push('\n');
+        if self.can_run() {
+            out.push_str("The agent will use:\n");
+            for u in &self.will_use {
+                let _ = writeln!(out, "  - {u}");
+            }
+        } else {
+            out.push_str("The agent cannot run on this node: fix the FAIL lines above.\n");
+        }
+        out
+    }
+}
+
+pub fn run_checks(opts: &Options) -> Report {
+    let mut items = Vec::new();
+    let mut will_use = Vec::new();
+
+    let release = probe::kernel_release();
+    let new_enough = probe::parse_release(&release).is_some_and(|v| v >= (5, 18));
+    items.push(Item {
+        what: "kernel",
+        status: if new_enough { Status::Ok } else { Status::Degraded },
+        detail: if new_enough {
+            release.clone()
+        } else {
+            format!(
+                "{release}: before 5.18 sched_switch has no prev_state argument, so voluntary and \
+                 involuntary switches may be miscounted"
+            )
+        },
+    });
+
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    items.push(Item {
+        what: "BTF",
+        status: if btf { Status::Ok } else { Status::Fail },
+        detail: if btf {
+            "/sys/kernel/btf/vmlinux present".into()
+        } else {
+            "/sys/kernel/btf/vmlinux missing: use a kernel built with CONFIG_DEBUG_INFO_BTF=y".into()
+        },
+    });
+
+    match locate_cgroup2(&opts.procfs) {
+        Ok(m) => {
+            let hybrid = m.mount_point != Path::new("/sys/fs/cgroup");
+            items.push(Item {
+                what: "cgroup v2",
+                status: Status::Ok,
+                detail: format!(
+                    "mounted at {}{}",
+                    m.mount_point.display(),
+                    if hybrid { " (hybrid or non-standard layout)" } else { "" }
+                ),
+            });
+        }
+        Err(e) => items.push(Item {
+            what: "cgroup v2",
+            status: Status::Fail,
+            detail: format!("{e:#}"),
+        }),
+    }
+
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let caps = probe::read_caps(&opts.procfs).ok();
+    let privileged = root || caps.is_some_and(probe::can_load_bpf);
+    items.push(Item {
+        what: "privileges",
+        status: if privileged { Status::Ok } else { Status::Fail },
+        detail: match (root, privileged) {
+            (true, _) => "running as root".into(),
+            (false, true) => "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) held".into(),
+            (false, false) => "not root and missing CAP_BPF/CAP_PERFMON: run with sudo, or \
+                               `setcap cap_bpf,cap_perfmon+ep wattlet`"
+                .into(),
+        },
+    });
+
+    if btf && privileged {
+        match KernelCounters::load(KernelOptions {
+            max_cgroups: 16,
+            pmu: PmuMode::Off,
+            ..KernelOptions::default()
+        }) {
+            Ok(_) => {
+                items.push(Item {
+                    what: "eBPF",
+                    status: Status::Ok,
+                    detail: "tp_btf/sched_switch program loads and attaches".into(),
+                });
+                will_use.push(
+                    "per-cgroup CPU time and context switches from the eBPF sched_switch program"
+                        .into(),
+                );
+            }
+            Err(e) => items.push(Item {
+                what: "eBPF",
+                status: Status::Fail,
+                detail: format!("{e:#}"),
+            }),
+        }
+    } else {
+        items.push(Item {
+            what: "eBPF",
+            status: Status::Fail,
+            detail: "not tried: needs BTF and privileges (see above)".into(),
+        });
+    }
+
+    match (opts.pmu, probe::hardware_pmu()) {
+        (PmuMode::Off, _) => items.push(Item {
+            what: "PMU",
+            status: Status::Degraded,
+            detail: "turned off with --pmu off".into(),
+        }),
+        (_, Ok(())) => {
+            items.push(Item {
+                what: "PMU",
+                status: Status::Ok,
+                detail: "hardware cycles and instructions available".into(),
+            });
+            will_use.push("cycles and instructions per cgroup from the PMU".into());
+        }
+        (_, Err(why)) => {
+            items.push(Item {
+                what: "PMU",
+                status: Status::Degraded,
+                detail: why,
+            });
+            will_use.push("no PMU counters: CPU time alone".into());
+        }
+    }
+
+    Report { items, will_use }
+}

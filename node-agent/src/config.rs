@@ -1,0 +1,138 @@
+//! Command-line options, named as Prometheus exporters name them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use crate::kernel::{KernelOptions, PmuMode};
+
+#[derive(Args, Clone, Debug)]
+pub struct Options {
+    /// Address to serve /metrics, /healthz and /readyz on (`:9959` = every interface).
+    #[arg(long = "web.listen-address", default_value = ":9959", global = true)]
+    pub listen_address: String,
+
+    /// Where sysfs is mounted (power sources and CPU lists are read below it).
+    #[arg(long = "path.sysfs", default_value = "/sys", global = true)]
+    pub sysfs: PathBuf,
+
+    /// Where procfs is mounted (mountinfo, capabilities).
+    #[arg(long = "path.procfs", default_value = "/proc", global = true)]
+    pub procfs: PathBuf,
+
+    /// How often to read the counters and publish a snapshot (e.g. 5s, 500ms; at least 100ms).
+    #[arg(long, default_value = "5s", value_parser = parse_interval, global = true)]
+    pub interval: Duration,
+
+    /// Capacity of the in-kernel cgroup map. Memory: this × possible CPUs × 40 bytes. Cgroups
+    /// beyond it are still counted, in an overflow slot (wattlet_bpf_overflow_cpu_seconds_total).
+    #[arg(long = "bpf.max-cgroups", default_value_t = node_agent_common::DEFAULT_MAX_CGROUPS, global = true)]
+    pub max_cgroups: u32,
+
+    /// PMU counters (cycles, instructions): auto uses them where the CPU has a PMU.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub pmu: PmuMode,
+
+    /// Name of this node, put on every series as `node` (Kubernetes: from the downward API).
+    #[arg(long = "node-name", env = "NODE_NAME", global = true)]
+    pub node_name: Option<String>,
+
+    /// How long removed cgroups keep exporting their final totals.
+    #[arg(long = "retention.terminated", default_value = "10m", value_parser = parse_duration, global = true)]
+    pub gone_retention: Duration,
+}
+
+impl Options {
+    pub fn kernel_options(&self) -> KernelOptions {
+        KernelOptions {
+            max_cgroups: self.max_cgroups,
+            pmu: self.pmu,
+            gone_retention: self.gone_retention,
+            ..KernelOptions::default()
+        }
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        parse_listen_address(&self.listen_address)
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(hostname)
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `:9959` → 0.0.0.0:9959; `127.0.0.1:9959`, `[::1]:9959` as given.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse().with_context(|| {
+        format!("--web.listen-address {s:?} is not host:port (examples: :9959, 127.0.0.1:9959)")
+    })
+}
+
+/// A duration like `5s`, `250ms`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration (examples: 5s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => bail!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)"),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        bail!("{s:?} is not a valid duration");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_interval(s: &str) -> Result<Duration> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        bail!("--interval {s} is below the 100ms minimum");
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_interval("50ms").is_err());
+        assert!(parse_interval("100ms").is_ok());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen_address(":9959").unwrap().to_string(), "0.0.0.0:9959");
+        assert_eq!(
+            parse_listen_address("127.0.0.1:1").unwrap().to_string(),
+            "127.0.0.1:1"
+        );
+        assert!(parse_listen_address("[::1]:9959").is_ok());
+        assert!(parse_listen_address("nonsense").is_err());
+    }
+}

@@ -1,0 +1,370 @@
+//! The Prometheus exporter: scrape-time collectors that encode the latest published snapshot.
+//! A scrape never measures and never waits on measurement.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use node_agent_common::CgroupCounters;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{
+        counter::ConstCounter,
+        gauge::ConstGauge,
+        info::Info,
+    },
+    registry::Registry,
+};
+
+use crate::kernel::{CountersSnapshot, PmuCounters};
+
+/// What the measuring loop hands to exporters each interval.
+#[derive(Debug)]
+pub struct Published {
+    pub counters: CountersSnapshot,
+    /// How long the interval's read took.
+    pub work: Duration,
+    /// Reads that failed so far.
+    pub read_errors: u64,
+}
+
+/// The latest snapshot, swapped whole each interval.
+#[derive(Debug, Default)]
+pub struct Latest(RwLock<Option<Arc<Published>>>);
+
+impl Latest {
+    pub fn publish(&self, p: Published) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(p));
+    }
+    pub fn get(&self) -> Option<Arc<Published>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+const NS_PER_S: f64 = 1e9;
+
+#[derive(Debug)]
+struct SnapshotCollector {
+    latest: Arc<Latest>,
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(p) = self.latest.get() else {
+            return Ok(());
+        };
+        let s = &p.counters;
+
+        let busy = ConstCounter::new(s.busy_ns() as f64 / NS_PER_S);
+        let idle = ConstCounter::new(s.idle_ns() as f64 / NS_PER_S);
+        {
+            let mut m = enc.encode_descriptor(
+                "wattlet_node_cpu_seconds",
+                "CPU time of all CPUs, busy (any task) or idle (the idle task), counted in the kernel at every context switch.",
+                None,
+                busy.metric_type(),
+            )?;
+            busy.encode(m.encode_family(&[("mode", "busy")])?)?;
+            idle.encode(m.encode_family(&[("mode", "idle")])?)?;
+        }
+
+        // One series per cgroup path; removed cgroups keep their final totals for the retention.
+        // Two cgroups can share a path (removed and re-created): their totals are summed.
+        let mut by_path: BTreeMap<&str, CgroupCounters> = BTreeMap::new();
+        for c in s.cgroups.values() {
+            let path = c.path.as_deref().unwrap_or("(removed before it was seen)");
+            by_path.entry(path).or_default().add(&c.counters);
+        }
+        counter_family(
+            &mut enc,
+            "wattlet_cgroup_cpu_seconds",
+            "On-CPU time of the tasks of each cgroup (path under the cgroup v2 root), counted in the kernel.",
+            by_path.iter().map(|(p, c)| ([("cgroup", *p)], c.cpu_ns as f64 / NS_PER_S)),
+        )?;
+        {
+            let ty = ConstCounter::new(0u64).metric_type();
+            let mut m = enc.encode_descriptor(
+                "wattlet_cgroup_context_switches",
+                "Context switches of each cgroup's tasks: voluntary (blocked or slept) or involuntary (preempted).",
+                None,
+                ty,
+            )?;
+            for (path, c) in &by_path {
+                ConstCounter::new(c.switches_voluntary)
+                    .encode(m.encode_family(&[("cgroup", *path), ("kind", "voluntary")])?)?;
+                ConstCounter::new(c.switches_involuntary)
+                    .encode(m.encode_family(&[("cgroup", *path), ("kind", "involuntary")])?)?;
+            }
+        }
+        if s.pmu != PmuCounters::None {
+            counter_family(
+                &mut enc,
+                "wattlet_cgroup_cpu_cycles",
+                "CPU cycles while each cgroup's tasks ran (PMU).",
+                by_path.iter().map(|(p, c)| ([("cgroup", *p)], c.cycles as f64)),
+            )?;
+            counter_family(
+                &mut enc,
+                "wattlet_cgroup_cpu_instructions",
+                "Instructions retired while each cgroup's tasks ran (PMU).",
+                by_path.iter().map(|(p, c)| ([("cgroup", *p)], c.instructions as f64)),
+            )?;
+        }
+
+        counter_family(
+            &mut enc,
+            "wattlet_bpf_overflow_cpu_seconds",
+            "CPU time that could not be charged to a cgroup because the in-kernel cgroup map was full (raise --bpf.max-cgroups).",
+            [([("map", "cgroups")], s.overflow.cpu_ns as f64 / NS_PER_S)],
+        )?;
+        gauge(
+            &mut enc,
+            "wattlet_bpf_map_entries",
+            "Live entries in the in-kernel cgroup map.",
+            s.map_entries as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "wattlet_bpf_map_capacity",
+            "Capacity of the in-kernel cgroup map (--bpf.max-cgroups).",
+            f64::from(s.map_capacity),
+        )?;
+        counter_family(
+            &mut enc,
+            "wattlet_bpf_map_deletions",
+            "Entries of removed cgroups read one last time and deleted from the map.",
+            [([("map", "cgroups")], s.map_deletions as f64)],
+        )?;
+        gauge(
+            &mut enc,
+            "wattlet_interval_work_seconds",
+            "Time the last interval's read of the kernel counters took.",
+            p.work.as_secs_f64(),
+        )?;
+        counter_family(
+            &mut enc,
+            "wattlet_read_errors",
+            "Reads of the kernel counters that failed (see the agent's log).",
+            [([("source", "kernel")], p.read_errors as f64)],
+        )?;
+        {
+            let pmu = match s.pmu {
+                PmuCounters::None => "none",
+                PmuCounters::Hardware => "hardware",
+                PmuCounters::SoftwareStandIn => "software_stand_in",
+            };
+            let info = Info::new([("counters", pmu)]);
+            let m = enc.encode_descriptor(
+                "wattlet_pmu",
+                "Which PMU counters feed cycles and instructions (none: CPU time only).",
+                None,
+                info.metric_type(),
+            )?;
+            info.encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+fn counter_family<L: prometheus_client::encoding::EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, f64)>,
+) -> Result<(), fmt::Error> {
+    let ty = ConstCounter::new(0.0f64).metric_type();
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for (labels, v) in series {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> Result<(), fmt::Error> {
+    let g = ConstGauge::new(v);
+    let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
+    g.encode(m)
+}
+
+/// Builds the registry: build info, and the snapshot collector; `node` on every series.
+pub fn registry(latest: Arc<Latest>, node: &str) -> Registry {
+    let mut reg = Registry::with_labels(
+        [(
+            std::borrow::Cow::Borrowed("node"),
+            std::borrow::Cow::Owned(node.to_owned()),
+        )]
+        .into_iter(),
+    );
+    reg.register(
+        "wattlet_build",
+        "Wattlet's version",
+        Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    reg.register_collector(Box::new(SnapshotCollector { latest }));
+    reg
+}
+
+pub fn render(reg: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, reg)?;
+    Ok(out)
+}
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    latest: Arc<Latest>,
+}
+
+/// Binds the listener first so that a taken port is an error at start, not later.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("listening on {addr}: pick a free address with --web.listen-address")
+    })
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Registry,
+    latest: Arc<Latest>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let state = AppState {
+        registry: Arc::new(registry),
+        latest,
+    };
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<html><head><title>Wattlet</title></head><body><h1>Wattlet</h1>\
+         <p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a> · \
+         <a href=\"/readyz\">/readyz</a></p></body></html>\n",
+    )
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    match render(&s.registry) {
+        Ok(body) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "encoding metrics failed\n".to_owned(),
+        ),
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.latest.get() {
+        Some(_) => (StatusCode::OK, "ready\n"),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no snapshot taken yet\n",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::CgroupSample;
+    use node_agent_common::CgroupCounters;
+
+    fn snapshot() -> CountersSnapshot {
+        let mut cgroups = BTreeMap::new();
+        let c = |ns, v, i| CgroupCounters {
+            cpu_ns: ns,
+            switches_voluntary: v,
+            switches_involuntary: i,
+            ..Default::default()
+        };
+        cgroups.insert(
+            1,
+            CgroupSample {
+                path: Some("/".into()),
+                counters: c(2_000_000_000, 5, 6),
+                gone: false,
+            },
+        );
+        cgroups.insert(
+            7,
+            CgroupSample {
+                path: Some("/a b\"c".into()),
+                counters: c(500_000_000, 1, 0),
+                gone: false,
+            },
+        );
+        cgroups.insert(
+            8,
+            CgroupSample {
+                path: Some("/a b\"c".into()),
+                counters: c(250_000_000, 0, 1),
+                gone: true,
+            },
+        );
+        CountersSnapshot {
+            at: Duration::ZERO,
+            cgroups,
+            cpus: vec![crate::kernel::CpuTime {
+                busy_ns: 3_000_000_000,
+                idle_ns: 1_000_000_000,
+            }],
+            overflow: CgroupCounters::default(),
+            map_entries: 2,
+            map_capacity: 16,
+            pmu: PmuCounters::None,
+            map_deletions: 1,
+        }
+    }
+
+    #[test]
+    fn renders_the_latest_snapshot() {
+        let latest = Arc::new(Latest::default());
+        let reg = registry(latest.clone(), "n1");
+        let empty = render(&reg).unwrap();
+        assert!(!empty.contains("wattlet_node_cpu_seconds_total"));
+        latest.publish(Published {
+            counters: snapshot(),
+            work: Duration::from_millis(3),
+            read_errors: 0,
+        });
+        let text = render(&reg).unwrap();
+        assert!(text.contains("wattlet_node_cpu_seconds_total{node=\"n1\",mode=\"busy\"} 3.0"), "{text}");
+        assert!(text.contains("wattlet_cgroup_cpu_seconds_total{node=\"n1\",cgroup=\"/\"} 2.0"), "{text}");
+        // Same path twice (removed and re-created): summed, one series, label escaped.
+        assert!(text.contains("cgroup=\"/a b\\\"c\"} 0.75"), "{text}");
+        assert!(!text.contains("wattlet_cgroup_cpu_cycles"), "no PMU, no cycles series");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,344 @@
+//! Kernel counters: loads the sched_switch accounting program, attaches it, and reads its per-CPU
+//! maps into immutable snapshots.
+
+pub mod probe;
+pub mod snapshot;
+pub mod sys;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io,
+    os::fd::{AsFd as _, OwnedFd},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap},
+    programs::BtfTracePoint,
+    util::{nr_cpus, online_cpus},
+};
+use node_agent_common::{
+    CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS, names,
+};
+
+pub use snapshot::{CgroupSample, CountersSnapshot, CpuTime, PmuCounters};
+
+use crate::cgroup::{CgroupTree, Lookup};
+
+/// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/node-agent"));
+
+/// Which PMU counters to open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PmuMode {
+    /// Hardware cycles and instructions where the CPU has a PMU; CPU time alone otherwise.
+    Auto,
+    /// Never open PMU counters.
+    Off,
+    /// A software clock event as a stand-in for cycles: for testing the counter path on machines
+    /// without a PMU. Not a measurement of cycles.
+    SoftwareStandIn,
+}
+
+#[derive(Clone, Debug)]
+pub struct KernelOptions {
+    /// Capacity of the per-CPU cgroup map; cgroups beyond it are counted in the overflow slot.
+    pub max_cgroups: u32,
+    pub pmu: PmuMode,
+    /// How long a removed cgroup's final totals stay in snapshots.
+    pub gone_retention: Duration,
+    /// At most this many removed cgroups are remembered (oldest dropped first).
+    pub max_gone: usize,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        Self {
+            max_cgroups: node_agent_common::DEFAULT_MAX_CGROUPS,
+            pmu: PmuMode::Auto,
+            gone_retention: Duration::from_secs(600),
+            max_gone: 10_000,
+        }
+    }
+}
+
+/// The loaded and attached accounting program, and what the agent has read from it.
+pub struct KernelCounters {
+    // Holds the programs and their links: dropping it detaches.
+    _ebpf: Ebpf,
+    cgroups: PerCpuHashMap<MapData, u64, CgroupCounters>,
+    cpus: PerCpuArray<MapData, CpuCounters>,
+    _perf_events: Vec<OwnedFd>,
+    pmu: PmuCounters,
+    pmu_reason: String,
+    capacity: u32,
+    possible_cpus: usize,
+    options: KernelOptions,
+    /// Totals already taken out of the map (entries of removed cgroups).
+    base: HashMap<u64, CgroupCounters>,
+    /// Removed cgroups: when first seen gone, and their last known path.
+    gone: HashMap<u64, (Duration, Option<Arc<str>>)>,
+    paths: HashMap<u64, Arc<str>>,
+    deletions: u64,
+}
+
+impl KernelCounters {
+    /// Loads and attaches the accounting program. Errors say what is missing and how to fix it.
+    pub fn load(options: KernelOptions) -> Result<Self> {
+        if EBPF_OBJECT.is_empty() {
+            bail!(
+                "this wattlet binary was built without its eBPF programs (AYA_BUILD_SKIP was set): \
+                 rebuild with `cargo xtask build`"
+            );
+        }
+        if options.max_cgroups == 0 {
+            bail!("--bpf.max-cgroups must be at least 1");
+        }
+        let (perf_events, pmu, pmu_reason) = open_pmu(options.pmu)?;
+        let mut flags = 0u32;
+        if !perf_events.cycles.is_empty() {
+            flags |= PMU_CYCLES;
+        }
+        if !perf_events.instructions.is_empty() {
+            flags |= PMU_INSTRUCTIONS;
+        }
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(names::CGROUPS, options.max_cgroups)
+            .override_global(names::PMU_FLAGS, &flags, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| explain_bpf_error(anyhow!(e).context("loading the eBPF object")))?;
+
+        for (name, events) in [
+            (names::CYCLES, &perf_events.cycles),
+            (names::INSTRUCTIONS, &perf_events.instructions),
+        ] {
+            let Some(Map::PerfEventArray(array)) = ebpf.map(name) else {
+                bail!("the eBPF object has no perf event array {name}");
+            };
+            for (cpu, fd) in events {
+                sys::perf_array_set(array.fd().as_fd(), *cpu, fd.as_fd())
+                    .with_context(|| format!("putting CPU {cpu}'s counter into {name}"))?;
+            }
+        }
+
+        attach(&mut ebpf, names::PROGRAM)?;
+
+        let cgroups = PerCpuHashMap::try_from(
+            ebpf.take_map(names::CGROUPS)
+                .ok_or_else(|| anyhow!("the eBPF object has no map {}", names::CGROUPS))?,
+        )?;
+        let cpus = PerCpuArray::try_from(
+            ebpf.take_map(names::CPUS)
+                .ok_or_else(|| anyhow!("the eBPF object has no map {}", names::CPUS))?,
+        )?;
+        let possible_cpus = nr_cpus()
+            .map_err(|(path, e)| anyhow!(e).context(format!("reading {path}")))?;
+        let mut fds = perf_events.cycles.into_iter().map(|(_, fd)| fd).collect::<Vec<_>>();
+        fds.extend(perf_events.instructions.into_iter().map(|(_, fd)| fd));
+        Ok(Self {
+            _ebpf: ebpf,
+            cgroups,
+            cpus,
+            _perf_events: fds,
+            pmu,
+            pmu_reason,
+            capacity: options.max_cgroups,
+            possible_cpus,
+            options,
+            base: HashMap::new(),
+            gone: HashMap::new(),
+            paths: HashMap::new(),
+            deletions: 0,
+        })
+    }
+
+    /// Which PMU counters are in use, and why.
+    pub fn pmu(&self) -> (PmuCounters, &str) {
+        (self.pmu, &self.pmu_reason)
+    }
+
+    /// Reads every counter into a snapshot. Entries of removed cgroups are read one last time and
+    /// deleted from the map in the same step, so nothing they did is lost and the map does not
+    /// fill up with the dead.
+    pub fn read(&mut self, tree: &mut CgroupTree) -> Result<CountersSnapshot> {
+        let at = snapshot::monotonic_now();
+        tree.begin_cycle();
+        let keys: Vec<u64> = self.cgroups.keys().filter_map(|k| k.ok()).collect();
+        let mut cgroups = BTreeMap::new();
+        let mut scratch = vec![CgroupCounters::default(); self.possible_cpus];
+        let mut live_entries = 0usize;
+        for id in keys {
+            match tree.lookup(id) {
+                Lookup::Alive(path) => {
+                    let values = match self.cgroups.get(&id, 0) {
+                        Ok(v) => v,
+                        Err(aya::maps::MapError::KeyNotFound) => continue,
+                        Err(e) => return Err(e).context("reading the cgroup map"),
+                    };
+                    live_entries += 1;
+                    let mut total = self.base.get(&id).copied().unwrap_or_default();
+                    total.add(&snapshot::sum_cgroup(&values));
+                    self.paths.insert(id, path.clone());
+                    cgroups.insert(
+                        id,
+                        CgroupSample {
+                            path: Some(path),
+                            counters: total,
+                            gone: false,
+                        },
+                    );
+                }
+                Lookup::Gone => {
+                    let fd = self.cgroups.map().fd().as_fd();
+                    if sys::percpu_lookup_and_delete(fd, id, &mut scratch)
+                        .context("removing a dead cgroup's entry from the map")?
+                    {
+                        self.deletions += 1;
+                        self.base
+                            .entry(id)
+                            .or_default()
+                            .add(&snapshot::sum_cgroup(&scratch));
+                    }
+                    let path = self.paths.remove(&id);
+                    self.gone.entry(id).or_insert((at, path));
+                }
+            }
+        }
+
+        // Forget removed cgroups after the retention, oldest first beyond the bound.
+        let retention = self.options.gone_retention;
+        self.gone
+            .retain(|_, (since, _)| at.saturating_sub(*since) < retention);
+        if self.gone.len() > self.options.max_gone {
+            let mut by_age: Vec<(Duration, u64)> =
+                self.gone.iter().map(|(id, (since, _))| (*since, *id)).collect();
+            by_age.sort_unstable();
+            for (_, id) in by_age.iter().take(self.gone.len() - self.options.max_gone) {
+                self.gone.remove(id);
+            }
+        }
+        let gone = &self.gone;
+        self.base.retain(|id, _| gone.contains_key(id));
+        for (id, (_, path)) in &self.gone {
+            if let Some(total) = self.base.get(id) {
+                cgroups.entry(*id).or_insert_with(|| CgroupSample {
+                    path: path.clone(),
+                    counters: *total,
+                    gone: true,
+                });
+            }
+        }
+
+        let per_cpu = self.cpus.get(&0, 0).context("reading the per-CPU state map")?;
+        let (cpus, overflow) = snapshot::sum_cpus(&per_cpu);
+        Ok(CountersSnapshot {
+            at,
+            cgroups,
+            cpus,
+            overflow,
+            map_entries: live_entries,
+            map_capacity: self.capacity,
+            pmu: self.pmu,
+            map_deletions: self.deletions,
+        })
+    }
+}
+
+/// Loads and attaches one of the object's sched_switch programs.
+pub fn attach(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let btf = Btf::from_sys_fs().map_err(|e| {
+        anyhow!(e).context(
+            "reading kernel BTF from /sys/kernel/btf/vmlinux: Wattlet needs a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4 are)",
+        )
+    })?;
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))?
+        .try_into()?;
+    program
+        .load("sched_switch", &btf)
+        .map_err(|e| explain_bpf_error(anyhow!(e).context(format!("loading {name} into the kernel"))))?;
+    program
+        .attach()
+        .map_err(|e| explain_bpf_error(anyhow!(e).context(format!("attaching {name} to tp_btf/sched_switch"))))?;
+    Ok(())
+}
+
+/// Adds the fix to permission errors, which are the common case.
+fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)))
+    }) || format!("{e:#}").contains("Operation not permitted");
+    if denied {
+        e.context(
+            "permission denied: loading eBPF needs root or the capabilities CAP_BPF and \
+             CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8); run as root (`sudo wattlet run`) \
+             or grant them (`setcap cap_bpf,cap_perfmon+ep wattlet`)",
+        )
+    } else {
+        e
+    }
+}
+
+struct PerfEvents {
+    cycles: Vec<(u32, OwnedFd)>,
+    instructions: Vec<(u32, OwnedFd)>,
+}
+
+/// Opens one counter per online CPU, or none at all (a counter on only some CPUs would skew
+/// attribution).
+fn open_pmu(mode: PmuMode) -> Result<(PerfEvents, PmuCounters, String)> {
+    let none = || PerfEvents {
+        cycles: Vec::new(),
+        instructions: Vec::new(),
+    };
+    if mode == PmuMode::Off {
+        return Ok((none(), PmuCounters::None, "PMU counters turned off (--pmu off)".into()));
+    }
+    let cpus = online_cpus().map_err(|(path, e)| anyhow!(e).context(format!("reading {path}")))?;
+    let open_all = |type_, config| -> io::Result<Vec<(u32, OwnedFd)>> {
+        cpus.iter()
+            .map(|&cpu| sys::perf_event_open_cpu(type_, config, cpu).map(|fd| (cpu, fd)))
+            .collect()
+    };
+    if mode == PmuMode::SoftwareStandIn {
+        let cycles = open_all(sys::PERF_TYPE_SOFTWARE, sys::PERF_COUNT_SW_CPU_CLOCK)
+            .context("opening the software cpu-clock stand-in counter")?;
+        return Ok((
+            PerfEvents {
+                cycles,
+                instructions: Vec::new(),
+            },
+            PmuCounters::SoftwareStandIn,
+            "software cpu-clock event standing in for cycles (test mode)".into(),
+        ));
+    }
+    match (
+        open_all(sys::PERF_TYPE_HARDWARE, sys::PERF_COUNT_HW_CPU_CYCLES),
+        open_all(sys::PERF_TYPE_HARDWARE, sys::PERF_COUNT_HW_INSTRUCTIONS),
+    ) {
+        (Ok(cycles), Ok(instructions)) => Ok((
+            PerfEvents {
+                cycles,
+                instructions,
+            },
+            PmuCounters::Hardware,
+            "hardware cycles and instructions per cgroup".into(),
+        )),
+        (Err(e), _) | (_, Err(e)) => Ok((
+            none(),
+            PmuCounters::None,
+            format!(
+                "no usable hardware PMU ({}): cycles and instructions are not counted; \
+                 attribution uses CPU time",
+                probe::describe_perf_error(&e)
+            ),
+        )),
+    }
+}

@@ -1,0 +1,10 @@
+//! Wattlet's node agent. Data flows one way:
+//! kernel counters ([`kernel`]) and the cgroup hierarchy ([`cgroup`]) → an immutable snapshot →
+//! exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
+
+pub mod agent;
+pub mod cgroup;
+pub mod check;
+pub mod config;
+pub mod exporter;
+pub mod kernel;
