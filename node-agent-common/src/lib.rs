@@ -75,6 +75,12 @@ pub struct CpuCounters {
     pub idle_ns: u64,
     /// What could not be charged to a cgroup because the cgroup map was full.
     pub overflow: CgroupCounters,
+    /// Address of this CPU's idle task (learned when it is switched out; 0 until then). Only
+    /// compared with the `next` argument, never dereferenced.
+    pub idle_task: u64,
+    /// 1 while the task switched in last is the idle task: the time since `last_switch_ns` is
+    /// idle time not yet charged, which the agent adds when it reads.
+    pub running_idle: u64,
 }
 
 #[cfg(feature = "user")]

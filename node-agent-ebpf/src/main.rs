@@ -12,7 +12,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_CPU, BPF_NOEXIST, bpf_perf_event_value},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
         generated::bpf_perf_event_read_value,
     },
     macros::{btf_tracepoint, map},
@@ -69,6 +69,15 @@ fn account(ctx: &BtfTracePointContext) {
         0
     };
 
+    // The idle task is pid 0 on every CPU; its time is idle, not any cgroup's. Remember its
+    // address so that switching *to* it can be recognised from the `next` argument.
+    let prev_is_idle = bpf_get_current_pid_tgid() as u32 == 0;
+    if prev_is_idle {
+        cpu.idle_task = unsafe { bpf_get_current_task() };
+    }
+    let next: u64 = ctx.arg(2);
+    cpu.running_idle = (cpu.idle_task != 0 && next == cpu.idle_task) as u64;
+
     let last = cpu.last_switch_ns;
     cpu.last_switch_ns = now;
     if last == 0 {
@@ -77,8 +86,7 @@ fn account(ctx: &BtfTracePointContext) {
     }
     let delta = now.saturating_sub(last);
 
-    // The idle task is pid 0 on every CPU; its time is idle, not any cgroup's.
-    if bpf_get_current_pid_tgid() as u32 == 0 {
+    if prev_is_idle {
         cpu.idle_ns += delta;
         return;
     }

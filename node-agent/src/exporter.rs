@@ -83,16 +83,19 @@ impl Collector for SnapshotCollector {
 
         // One series per cgroup path; removed cgroups keep their final totals for the retention.
         // Two cgroups can share a path (removed and re-created): their totals are summed.
-        let mut by_path: BTreeMap<&str, CgroupCounters> = BTreeMap::new();
+        let mut by_path: BTreeMap<String, CgroupCounters> = BTreeMap::new();
         for c in s.cgroups.values() {
             let path = c.path.as_deref().unwrap_or("(removed before it was seen)");
-            by_path.entry(path).or_default().add(&c.counters);
+            by_path
+                .entry(escape_label_value(path))
+                .or_default()
+                .add(&c.counters);
         }
         counter_family(
             &mut enc,
             "wattlet_cgroup_cpu_seconds",
             "On-CPU time of the tasks of each cgroup (path under the cgroup v2 root), counted in the kernel.",
-            by_path.iter().map(|(p, c)| ([("cgroup", *p)], c.cpu_ns as f64 / NS_PER_S)),
+            by_path.iter().map(|(p, c)| ([("cgroup", p.as_str())], c.cpu_ns as f64 / NS_PER_S)),
         )?;
         {
             let ty = ConstCounter::new(0u64).metric_type();
@@ -103,10 +106,11 @@ impl Collector for SnapshotCollector {
                 ty,
             )?;
             for (path, c) in &by_path {
+                let path = path.as_str();
                 ConstCounter::new(c.switches_voluntary)
-                    .encode(m.encode_family(&[("cgroup", *path), ("kind", "voluntary")])?)?;
+                    .encode(m.encode_family(&[("cgroup", path), ("kind", "voluntary")])?)?;
                 ConstCounter::new(c.switches_involuntary)
-                    .encode(m.encode_family(&[("cgroup", *path), ("kind", "involuntary")])?)?;
+                    .encode(m.encode_family(&[("cgroup", path), ("kind", "involuntary")])?)?;
             }
         }
         if s.pmu != PmuCounters::None {
@@ -114,13 +118,13 @@ impl Collector for SnapshotCollector {
                 &mut enc,
                 "wattlet_cgroup_cpu_cycles",
                 "CPU cycles while each cgroup's tasks ran (PMU).",
-                by_path.iter().map(|(p, c)| ([("cgroup", *p)], c.cycles as f64)),
+                by_path.iter().map(|(p, c)| ([("cgroup", p.as_str())], c.cycles as f64)),
             )?;
             counter_family(
                 &mut enc,
                 "wattlet_cgroup_cpu_instructions",
                 "Instructions retired while each cgroup's tasks ran (PMU).",
-                by_path.iter().map(|(p, c)| ([("cgroup", *p)], c.instructions as f64)),
+                by_path.iter().map(|(p, c)| ([("cgroup", p.as_str())], c.instructions as f64)),
             )?;
         }
 
@@ -177,6 +181,24 @@ impl Collector for SnapshotCollector {
         }
         Ok(())
     }
+}
+
+/// prometheus-client writes label values as given; the exposition format needs `\\`, `\"` and
+/// `\n` escaped, and cgroup names may contain any of them.
+pub fn escape_label_value(v: &str) -> String {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.to_owned();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for ch in v.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn counter_family<L: prometheus_client::encoding::EncodeLabelSet>(
@@ -366,5 +388,11 @@ mod tests {
         assert!(text.contains("cgroup=\"/a b\\\"c\"} 0.75"), "{text}");
         assert!(!text.contains("wattlet_cgroup_cpu_cycles"), "no PMU, no cycles series");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(escape_label_value("/plain.slice"), "/plain.slice");
+        assert_eq!(escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

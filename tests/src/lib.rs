@@ -1,1 +1,175 @@
+//! Helpers for Wattlet's integration tests: test cgroups in the real v2 hierarchy, the kernel's
+//! own accounting to compare against, and the agent binary.
 
+use std::{
+    ffi::CString,
+    fs,
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The cgroup v2 mount of this machine.
+pub fn cgroup2_root() -> Result<PathBuf> {
+    Ok(node_agent::cgroup::locate_cgroup2(Path::new("/proc"))?.mount_point)
+}
+
+/// Whether we can do what the eBPF tests need.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the eBPF tests need root: run `sudo -E cargo xtask test`"
+    );
+}
+
+/// A cgroup created for a test under `<v2 root>/wattlet-tests/`, removed (with its processes
+/// killed) on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    pub id: u64,
+    procs: CString,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Result<Self> {
+        let parent = cgroup2_root()?.join("wattlet-tests");
+        fs::create_dir_all(&parent)?;
+        let path = parent.join(format!("{name}-{}", std::process::id()));
+        if path.exists() {
+            kill_and_remove(&path);
+        }
+        fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        Self::at(path)
+    }
+
+    /// Creates the cgroup at `path` (and any missing parents) and adopts it.
+    pub fn create_at(path: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
+        Self::at(path)
+    }
+
+    fn at(path: PathBuf) -> Result<Self> {
+        let id = fs::metadata(&path)?.ino();
+        let procs = CString::new(path.join("cgroup.procs").as_os_str().as_encoded_bytes())?;
+        Ok(Self { path, id, procs })
+    }
+
+    /// Starts `cmd` inside this cgroup: the child moves itself in before exec, so everything it
+    /// runs is charged here.
+    pub fn spawn(&self, cmd: &mut Command) -> Result<Child> {
+        let procs = self.procs.clone();
+        // SAFETY: the closure only calls async-signal-safe functions (open, write, close) on
+        // memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n < 0 { Err(err) } else { Ok(()) }
+            });
+        }
+        cmd.spawn().with_context(|| format!("spawning {cmd:?}"))
+    }
+
+    /// The kernel's own accounting of this cgroup's CPU time (cpu.stat usage_usec), in ns.
+    pub fn usage_ns(&self) -> Result<u64> {
+        let stat = fs::read_to_string(self.path.join("cpu.stat"))?;
+        parse_usage_usec(&stat)
+            .map(|us| us * 1000)
+            .context("no usage_usec in cpu.stat")
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        kill_and_remove(&self.path);
+    }
+}
+
+pub fn parse_usage_usec(cpu_stat: &str) -> Option<u64> {
+    cpu_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Kills what runs in the cgroup and removes it, children first.
+pub fn kill_and_remove(path: &Path) {
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                kill_and_remove(&e.path());
+            }
+        }
+    }
+    let _ = fs::write(path.join("cgroup.kill"), "1");
+    for _ in 0..200 {
+        match fs::remove_dir(path) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// The workload binary, built with these tests (cargo sets its path for integration tests).
+#[macro_export]
+macro_rules! workload {
+    () => {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wattlet-workload"))
+    };
+}
+
+/// The agent binary that `cargo xtask test` built (release, eBPF embedded).
+pub fn agent_binary() -> Result<PathBuf> {
+    let path = std::env::var_os("WATTLET_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wattlet")
+        });
+    if !path.exists() {
+        bail!(
+            "agent binary {} not found: run the tests with `cargo xtask test`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Waits for every child and checks that each exited cleanly.
+pub fn wait_all(children: Vec<Child>) -> Result<()> {
+    for mut c in children {
+        let status = c.wait()?;
+        if !status.success() {
+            bail!("workload exited with {status}");
+        }
+    }
+    Ok(())
+}
+
+/// Relative difference |a - b| / b.
+pub fn rel_diff(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_stat() {
+        let s = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n";
+        assert_eq!(parse_usage_usec(s), Some(1234));
+        assert_eq!(parse_usage_usec("user_usec 5\n"), None);
+    }
+}

@@ -234,7 +234,8 @@ impl KernelCounters {
         }
 
         let per_cpu = self.cpus.get(&0, 0).context("reading the per-CPU state map")?;
-        let (cpus, overflow) = snapshot::sum_cpus(&per_cpu);
+        let now = snapshot::monotonic_now();
+        let (cpus, overflow) = snapshot::sum_cpus(&per_cpu, now.as_nanos() as u64);
         Ok(CountersSnapshot {
             at,
             cgroups,
@@ -340,5 +341,12 @@ fn open_pmu(mode: PmuMode) -> Result<(PerfEvents, PmuCounters, String)> {
                 probe::describe_perf_error(&e)
             ),
         )),
+    }
+}
+
+impl KernelCounters {
+    /// The cgroup ids that have an entry in the in-kernel map right now (diagnostics, tests).
+    pub fn map_ids(&self) -> Vec<u64> {
+        self.cgroups.keys().filter_map(|k| k.ok()).collect()
     }
 }

@@ -20,16 +20,23 @@ pub struct CpuTime {
     pub idle_ns: u64,
 }
 
-/// Splits the per-CPU state into busy/idle per CPU and the summed overflow slot.
-pub fn sum_cpus(per_cpu: &[CpuCounters]) -> (Vec<CpuTime>, CgroupCounters) {
+/// Splits the per-CPU state into busy/idle per CPU and the summed overflow slot. `now_ns` is
+/// CLOCK_MONOTONIC at the read: a CPU that is idle right now has been idle since its last switch,
+/// time the kernel charges only when the idle period ends, so it is added here.
+pub fn sum_cpus(per_cpu: &[CpuCounters], now_ns: u64) -> (Vec<CpuTime>, CgroupCounters) {
     let mut overflow = CgroupCounters::default();
     let cpus = per_cpu
         .iter()
         .map(|c| {
             overflow.add(&c.overflow);
+            let pending_idle = if c.running_idle != 0 && c.last_switch_ns != 0 {
+                now_ns.saturating_sub(c.last_switch_ns)
+            } else {
+                0
+            };
             CpuTime {
                 busy_ns: c.busy_ns,
-                idle_ns: c.idle_ns,
+                idle_ns: c.idle_ns + pending_idle,
             }
         })
         .collect();
@@ -132,10 +139,13 @@ mod tests {
                 busy_ns: 1,
                 idle_ns: 9,
                 overflow: c(1, 0, 1),
+                // Idle since t=100: at t=150, 50 ns of idle are not charged yet.
+                last_switch_ns: 100,
+                running_idle: 1,
                 ..Default::default()
             },
         ];
-        let (times, overflow) = sum_cpus(&cpus);
+        let (times, overflow) = sum_cpus(&cpus, 150);
         assert_eq!(
             times,
             vec![
@@ -145,7 +155,7 @@ mod tests {
                 },
                 CpuTime {
                     busy_ns: 1,
-                    idle_ns: 9
+                    idle_ns: 59
                 }
             ]
         );
