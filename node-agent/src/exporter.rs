@@ -239,10 +239,50 @@ pub fn registry(latest: Arc<Latest>, node: &str) -> Registry {
     reg
 }
 
+/// Renders OpenMetrics text.
 pub fn render(reg: &Registry) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(16 * 1024);
     prometheus_client::encoding::text::encode(&mut out, reg)?;
     Ok(out)
+}
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Rewrites prometheus-client's OpenMetrics output as the classic Prometheus text format
+/// (0.0.4), for scrapers and tools that do not ask for OpenMetrics (curl, promtool, older
+/// agents): counter families are named with their `_total` suffix, `info` becomes a gauge named
+/// `_info`, and the `# EOF` and `# UNIT` lines go.
+pub fn openmetrics_to_text_004(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, help));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, ty) = match ty {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "unknown" => (name.to_owned(), "untyped"),
+                other => (name.to_owned(), other),
+            };
+            if let Some((_, help)) = pending_help.take() {
+                out.push_str(&format!("# HELP {name} {help}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {ty}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Clone)]
@@ -289,15 +329,18 @@ async fn index() -> impl IntoResponse {
     )
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let wants_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     match render(&s.registry) {
+        Ok(body) if wants_openmetrics => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body),
         Ok(body) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
+            [(header::CONTENT_TYPE, TEXT_004)],
+            openmetrics_to_text_004(&body),
         ),
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -388,6 +431,19 @@ mod tests {
         assert!(text.contains("cgroup=\"/a b\\\"c\"} 0.75"), "{text}");
         assert!(!text.contains("wattlet_cgroup_cpu_cycles"), "no PMU, no cycles series");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn converts_to_classic_text() {
+        let om = "# HELP a_seconds Help text.\n# TYPE a_seconds counter\n# UNIT a_seconds seconds\n\
+                  a_seconds_total{x=\"1\"} 2.0\n# HELP b Build.\n# TYPE b info\nb_info{v=\"1\"} 1\n\
+                  # TYPE g gauge\ng 3\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text_004(om),
+            "# HELP a_seconds_total Help text.\n# TYPE a_seconds_total counter\n\
+             a_seconds_total{x=\"1\"} 2.0\n# HELP b_info Build.\n# TYPE b_info gauge\n\
+             b_info{v=\"1\"} 1\n# TYPE g gauge\ng 3\n"
+        );
     }
 
     #[test]
