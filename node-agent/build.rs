@@ -13,7 +13,9 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=WATTLET_BPF_LINKER_DIR");
     if skip {
         fs::write(&object, b"")?;
-        println!("cargo:warning=AYA_BUILD_SKIP is set: the agent is built without its eBPF programs");
+        println!(
+            "cargo:warning=AYA_BUILD_SKIP is set: the agent is built without its eBPF programs"
+        );
         return Ok(());
     }
     // bpf-linker is found on PATH; `cargo xtask` installs it in a cache dir and says where.

@@ -51,7 +51,9 @@ impl CgroupCounters {
     #[inline(always)]
     pub fn add(&mut self, other: &Self) {
         self.cpu_ns = self.cpu_ns.wrapping_add(other.cpu_ns);
-        self.switches_voluntary = self.switches_voluntary.wrapping_add(other.switches_voluntary);
+        self.switches_voluntary = self
+            .switches_voluntary
+            .wrapping_add(other.switches_voluntary);
         self.switches_involuntary = self
             .switches_involuntary
             .wrapping_add(other.switches_involuntary);

@@ -12,8 +12,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{BPF_F_CURRENT_CPU, BPF_NOEXIST, bpf_perf_event_value},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        generated::bpf_perf_event_read_value,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_ns, generated::bpf_perf_event_read_value,
     },
     macros::{btf_tracepoint, map},
     maps::{PerCpuArray, PerCpuHashMap, PerfEventArray},

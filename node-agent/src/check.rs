@@ -66,7 +66,11 @@ pub fn run_checks(opts: &Options) -> Report {
     let new_enough = probe::parse_release(&release).is_some_and(|v| v >= (5, 18));
     items.push(Item {
         what: "kernel",
-        status: if new_enough { Status::Ok } else { Status::Degraded },
+        status: if new_enough {
+            Status::Ok
+        } else {
+            Status::Degraded
+        },
         detail: if new_enough {
             release.clone()
         } else {
@@ -84,7 +88,8 @@ pub fn run_checks(opts: &Options) -> Report {
         detail: if btf {
             "/sys/kernel/btf/vmlinux present".into()
         } else {
-            "/sys/kernel/btf/vmlinux missing: use a kernel built with CONFIG_DEBUG_INFO_BTF=y".into()
+            "/sys/kernel/btf/vmlinux missing: use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+                .into()
         },
     });
 
@@ -97,7 +102,11 @@ pub fn run_checks(opts: &Options) -> Report {
                 detail: format!(
                     "mounted at {}{}",
                     m.mount_point.display(),
-                    if hybrid { " (hybrid or non-standard layout)" } else { "" }
+                    if hybrid {
+                        " (hybrid or non-standard layout)"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }

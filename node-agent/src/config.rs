@@ -58,7 +58,10 @@ impl Options {
     }
 
     pub fn node_name(&self) -> String {
-        self.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(hostname)
+        self.node_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(hostname)
     }
 }
 
@@ -83,7 +86,9 @@ pub fn parse_listen_address(s: &str) -> Result<SocketAddr> {
 /// A duration like `5s`, `250ms`, `2m`, `1h`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let value: f64 = num
         .parse()
@@ -127,7 +132,10 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen_address(":9959").unwrap().to_string(), "0.0.0.0:9959");
+        assert_eq!(
+            parse_listen_address(":9959").unwrap().to_string(),
+            "0.0.0.0:9959"
+        );
         assert_eq!(
             parse_listen_address("127.0.0.1:1").unwrap().to_string(),
             "127.0.0.1:1"

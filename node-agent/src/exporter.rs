@@ -21,11 +21,7 @@ use node_agent_common::CgroupCounters;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{
-        counter::ConstCounter,
-        gauge::ConstGauge,
-        info::Info,
-    },
+    metrics::{counter::ConstCounter, gauge::ConstGauge, info::Info},
     registry::Registry,
 };
 
@@ -95,7 +91,9 @@ impl Collector for SnapshotCollector {
             &mut enc,
             "wattlet_cgroup_cpu_seconds",
             "On-CPU time of the tasks of each cgroup (path under the cgroup v2 root), counted in the kernel.",
-            by_path.iter().map(|(p, c)| ([("cgroup", p.as_str())], c.cpu_ns as f64 / NS_PER_S)),
+            by_path
+                .iter()
+                .map(|(p, c)| ([("cgroup", p.as_str())], c.cpu_ns as f64 / NS_PER_S)),
         )?;
         {
             let ty = ConstCounter::new(0u64).metric_type();
@@ -118,13 +116,17 @@ impl Collector for SnapshotCollector {
                 &mut enc,
                 "wattlet_cgroup_cpu_cycles",
                 "CPU cycles while each cgroup's tasks ran (PMU).",
-                by_path.iter().map(|(p, c)| ([("cgroup", p.as_str())], c.cycles as f64)),
+                by_path
+                    .iter()
+                    .map(|(p, c)| ([("cgroup", p.as_str())], c.cycles as f64)),
             )?;
             counter_family(
                 &mut enc,
                 "wattlet_cgroup_cpu_instructions",
                 "Instructions retired while each cgroup's tasks ran (PMU).",
-                by_path.iter().map(|(p, c)| ([("cgroup", p.as_str())], c.instructions as f64)),
+                by_path
+                    .iter()
+                    .map(|(p, c)| ([("cgroup", p.as_str())], c.instructions as f64)),
             )?;
         }
 
@@ -336,7 +338,9 @@ async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> i
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
     match render(&s.registry) {
-        Ok(body) if wants_openmetrics => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body),
+        Ok(body) if wants_openmetrics => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body)
+        }
         Ok(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, TEXT_004)],
@@ -425,11 +429,20 @@ mod tests {
             read_errors: 0,
         });
         let text = render(&reg).unwrap();
-        assert!(text.contains("wattlet_node_cpu_seconds_total{node=\"n1\",mode=\"busy\"} 3.0"), "{text}");
-        assert!(text.contains("wattlet_cgroup_cpu_seconds_total{node=\"n1\",cgroup=\"/\"} 2.0"), "{text}");
+        assert!(
+            text.contains("wattlet_node_cpu_seconds_total{node=\"n1\",mode=\"busy\"} 3.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wattlet_cgroup_cpu_seconds_total{node=\"n1\",cgroup=\"/\"} 2.0"),
+            "{text}"
+        );
         // Same path twice (removed and re-created): summed, one series, label escaped.
         assert!(text.contains("cgroup=\"/a b\\\"c\"} 0.75"), "{text}");
-        assert!(!text.contains("wattlet_cgroup_cpu_cycles"), "no PMU, no cycles series");
+        assert!(
+            !text.contains("wattlet_cgroup_cpu_cycles"),
+            "no PMU, no cycles series"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 

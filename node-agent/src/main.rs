@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use node_agent::{agent, check, config::Options};
 
 #[derive(Parser)]
-#[command(name = "wattlet", version, about = "eBPF node power and energy exporter")]
+#[command(
+    name = "wattlet",
+    version,
+    about = "eBPF node power and energy exporter"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -93,6 +93,12 @@ impl TestCgroup {
 impl Drop for TestCgroup {
     fn drop(&mut self) {
         kill_and_remove(&self.path);
+        // The shared parent goes when the last test cgroup does (fails harmlessly otherwise).
+        if let Some(parent) = self.path.parent()
+            && parent.file_name().is_some_and(|n| n == "wattlet-tests")
+        {
+            let _ = fs::remove_dir(parent);
+        }
     }
 }
 
@@ -134,9 +140,7 @@ macro_rules! workload {
 pub fn agent_binary() -> Result<PathBuf> {
     let path = std::env::var_os("WATTLET_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wattlet")
-        });
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/wattlet"));
     if !path.exists() {
         bail!(
             "agent binary {} not found: run the tests with `cargo xtask test`",
@@ -162,25 +166,18 @@ pub fn rel_diff(a: f64, b: f64) -> f64 {
     (a - b).abs() / b
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_cpu_stat() {
-        let s = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n";
-        assert_eq!(parse_usage_usec(s), Some(1234));
-        assert_eq!(parse_usage_usec("user_usec 5\n"), None);
-    }
-}
-
 /// A minimal HTTP/1.0 GET on loopback (no client library needed): (status, body).
 pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n")?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -195,7 +192,9 @@ pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> Result<(u16, St
 
 /// A free loopback port (bound, read, released).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Polls `f` until it returns Some or the deadline passes.
@@ -219,5 +218,17 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_stat() {
+        let s = "usage_usec 1234\nuser_usec 1000\nsystem_usec 234\n";
+        assert_eq!(parse_usage_usec(s), Some(1234));
+        assert_eq!(parse_usage_usec("user_usec 5\n"), None);
     }
 }

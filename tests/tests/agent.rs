@@ -28,7 +28,9 @@ fn start_agent(port: u16) -> Result<Running> {
     let agent = Running(child);
     let addr = format!("127.0.0.1:{port}");
     wait_for("/readyz", Duration::from_secs(30), || {
-        http_get(&addr, "/readyz", None).ok().filter(|(s, _)| *s == 200)
+        http_get(&addr, "/readyz", None)
+            .ok()
+            .filter(|(s, _)| *s == 200)
     })?;
     Ok(agent)
 }
@@ -83,7 +85,14 @@ fn agent_serves_what_the_kernel_counted_and_prometheus_scrapes_it() -> Result<()
     );
     let (_, om) = http_get(&addr, "/metrics", Some("application/openmetrics-text"))?;
     assert!(om.ends_with("# EOF\n"));
-    assert!(sample(&text, "wattlet_node_cpu_seconds_total{node=\"e2e-node\",mode=\"busy\"}").unwrap() > 0.0);
+    assert!(
+        sample(
+            &text,
+            "wattlet_node_cpu_seconds_total{node=\"e2e-node\",mode=\"busy\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
 
     // A real Prometheus scrapes the agent and answers PromQL about it.
     let dir = std::env::temp_dir().join(format!("wattlet-e2e-prom-{}", std::process::id()));
@@ -100,8 +109,14 @@ fn agent_serves_what_the_kernel_counted_and_prometheus_scrapes_it() -> Result<()
     let prom_addr = format!("127.0.0.1:{prom_port}");
     let _prom = Running(
         Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={prom_addr}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -112,17 +127,28 @@ fn agent_serves_what_the_kernel_counted_and_prometheus_scrapes_it() -> Result<()
         "/api/v1/query?query=wattlet_cgroup_cpu_seconds_total%7Bcgroup%3D%22%2Fwattlet-tests%2F{}%22%7D",
         cg.path.file_name().unwrap().to_string_lossy()
     );
-    let scraped = wait_for("Prometheus to scrape the agent", Duration::from_secs(30), || {
-        let (status, body) = http_get(&prom_addr, &query, None).ok()?;
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok()
-    })?;
+    let scraped = wait_for(
+        "Prometheus to scrape the agent",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = http_get(&prom_addr, &query, None).ok()?;
+            if status != 200 {
+                return None;
+            }
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            v["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()
+        },
+    )?;
     println!("e2e — Prometheus: {scraped:.4}s vs cpu.stat {kernel:.4}s");
     assert!(rel_diff(scraped, kernel) < 0.02);
-    let (_, up) = http_get(&prom_addr, "/api/v1/query?query=up%7Bjob%3D%22wattlet%22%7D", None)?;
+    let (_, up) = http_get(
+        &prom_addr,
+        "/api/v1/query?query=up%7Bjob%3D%22wattlet%22%7D",
+        None,
+    )?;
     assert!(up.contains("\"1\""), "target up: {up}");
     drop(_prom);
     let _ = fs::remove_dir_all(&dir);
@@ -146,7 +172,12 @@ fn without_privileges_the_agent_says_how_to_run() -> Result<()> {
     // setpriv drops to nobody with no capabilities.
     let drop_privs = |args: &[&str]| -> Result<std::process::Output> {
         Ok(Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
             .arg(&bin)
             .args(args)
             .output()?)

@@ -61,8 +61,14 @@ fn cpu_time_matches_cpu_stat_three_to_one() -> Result<()> {
         ours3 / ours1
     );
     assert!(kern3 > 1e9 && kern1 > 0.3e9, "the workloads ran");
-    assert!(rel_diff(ours3, kern3) < 0.02, "three loops: {ours3} vs {kern3}");
-    assert!(rel_diff(ours1, kern1) < 0.02, "one loop: {ours1} vs {kern1}");
+    assert!(
+        rel_diff(ours3, kern3) < 0.02,
+        "three loops: {ours3} vs {kern3}"
+    );
+    assert!(
+        rel_diff(ours1, kern1) < 0.02,
+        "one loop: {ours1} vs {kern1}"
+    );
     assert!(
         rel_diff(ours3 / ours1, kern3 / kern1) < 0.02,
         "the ratio follows the kernel's"
@@ -110,7 +116,11 @@ fn sleeper_switches_voluntarily() -> Result<()> {
     let (mut counters, mut tree) = load(cpu_only())?;
     let cg = TestCgroup::new("sleeper")?;
     const N: u64 = 300;
-    wait_all(vec![cg.spawn(workload().args(["sleep", &N.to_string(), "1000"]))?])?;
+    wait_all(vec![cg.spawn(workload().args([
+        "sleep",
+        &N.to_string(),
+        "1000",
+    ]))?])?;
     let s = counters.read(&mut tree)?;
     let c = s.cgroups[&cg.id].counters;
     println!(
@@ -201,10 +211,17 @@ fn churned_cgroups_leave_no_entries() -> Result<()> {
         ours as f64 / 1e9,
         kernel_ns as f64 / 1e9
     );
-    assert!(left.is_empty(), "entries left for {} churned cgroups", left.len());
+    assert!(
+        left.is_empty(),
+        "entries left for {} churned cgroups",
+        left.len()
+    );
     assert!(s.map_deletions >= 2000);
     assert!(seen >= 1990, "removed cgroups keep their totals");
-    assert!(ours as f64 >= kernel_ns as f64 * 0.97, "time of removed cgroups is kept");
+    assert!(
+        ours as f64 >= kernel_ns as f64 * 0.97,
+        "time of removed cgroups is kept"
+    );
     Ok(())
 }
 
@@ -227,7 +244,8 @@ fn full_map_overflows_without_loss() -> Result<()> {
     wait_all(children)?;
     std::thread::sleep(Duration::from_millis(50));
     let s = counters.read(&mut tree)?;
-    let charged: u64 = s.cgroups.values().map(|c| c.counters.cpu_ns).sum::<u64>() + s.overflow.cpu_ns;
+    let charged: u64 =
+        s.cgroups.values().map(|c| c.counters.cpu_ns).sum::<u64>() + s.overflow.cpu_ns;
     let busy = s.busy_ns();
     println!(
         "full map — capacity {}: {} entries, overflow {:.4}s; cgroups+overflow {:.4}s vs busy {:.4}s",
@@ -282,6 +300,9 @@ fn busy_and_idle_cover_wall_time() -> Result<()> {
     );
     // Idle time up to the read is included; a busy CPU's time since its last switch is not
     // charged yet (it lands at the next switch), hence a little under.
-    assert!(covered <= wall * 1.01 && covered >= wall * 0.97, "{covered} vs {wall}");
+    assert!(
+        covered <= wall * 1.01 && covered >= wall * 0.97,
+        "{covered} vs {wall}"
+    );
     Ok(())
 }

@@ -124,7 +124,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Lint => {
             let tools = setup::ensure_build_tools()?;
-            check(cargo(&tools).args(["fmt", "--all", "--check"]).current_dir(&root))?;
+            check(
+                cargo(&tools)
+                    .args(["fmt", "--all", "--check"])
+                    .current_dir(&root),
+            )?;
             check(
                 cargo(&tools)
                     .args([
@@ -159,9 +163,7 @@ fn cargo(tools: &setup::Tools) -> Command {
 }
 
 fn check(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{:?} failed ({status})", cmd.get_args().collect::<Vec<_>>());
     }

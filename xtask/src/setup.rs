@@ -172,13 +172,17 @@ pub fn ensure_prometheus() -> Result<()> {
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-q", "--no-install-recommends", "prometheus"]))
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "prometheus",
+        ]))
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }

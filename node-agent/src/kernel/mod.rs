@@ -20,16 +20,15 @@ use aya::{
     programs::BtfTracePoint,
     util::{nr_cpus, online_cpus},
 };
-use node_agent_common::{
-    CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS, names,
-};
+use node_agent_common::{CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS, names};
 
 pub use snapshot::{CgroupSample, CountersSnapshot, CpuTime, PmuCounters};
 
 use crate::cgroup::{CgroupTree, Lookup};
 
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/node-agent"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/node-agent"));
 
 /// Which PMU counters to open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -135,9 +134,13 @@ impl KernelCounters {
             ebpf.take_map(names::CPUS)
                 .ok_or_else(|| anyhow!("the eBPF object has no map {}", names::CPUS))?,
         )?;
-        let possible_cpus = nr_cpus()
-            .map_err(|(path, e)| anyhow!(e).context(format!("reading {path}")))?;
-        let mut fds = perf_events.cycles.into_iter().map(|(_, fd)| fd).collect::<Vec<_>>();
+        let possible_cpus =
+            nr_cpus().map_err(|(path, e)| anyhow!(e).context(format!("reading {path}")))?;
+        let mut fds = perf_events
+            .cycles
+            .into_iter()
+            .map(|(_, fd)| fd)
+            .collect::<Vec<_>>();
         fds.extend(perf_events.instructions.into_iter().map(|(_, fd)| fd));
         Ok(Self {
             _ebpf: ebpf,
@@ -214,8 +217,11 @@ impl KernelCounters {
         self.gone
             .retain(|_, (since, _)| at.saturating_sub(*since) < retention);
         if self.gone.len() > self.options.max_gone {
-            let mut by_age: Vec<(Duration, u64)> =
-                self.gone.iter().map(|(id, (since, _))| (*since, *id)).collect();
+            let mut by_age: Vec<(Duration, u64)> = self
+                .gone
+                .iter()
+                .map(|(id, (since, _))| (*since, *id))
+                .collect();
             by_age.sort_unstable();
             for (_, id) in by_age.iter().take(self.gone.len() - self.options.max_gone) {
                 self.gone.remove(id);
@@ -233,7 +239,10 @@ impl KernelCounters {
             }
         }
 
-        let per_cpu = self.cpus.get(&0, 0).context("reading the per-CPU state map")?;
+        let per_cpu = self
+            .cpus
+            .get(&0, 0)
+            .context("reading the per-CPU state map")?;
         let now = snapshot::monotonic_now();
         let (cpus, overflow) = snapshot::sum_cpus(&per_cpu, now.as_nanos() as u64);
         Ok(CountersSnapshot {
@@ -261,12 +270,12 @@ pub fn attach(ebpf: &mut Ebpf, name: &str) -> Result<()> {
         .program_mut(name)
         .ok_or_else(|| anyhow!("the eBPF object has no program {name}"))?
         .try_into()?;
-    program
-        .load("sched_switch", &btf)
-        .map_err(|e| explain_bpf_error(anyhow!(e).context(format!("loading {name} into the kernel"))))?;
-    program
-        .attach()
-        .map_err(|e| explain_bpf_error(anyhow!(e).context(format!("attaching {name} to tp_btf/sched_switch"))))?;
+    program.load("sched_switch", &btf).map_err(|e| {
+        explain_bpf_error(anyhow!(e).context(format!("loading {name} into the kernel")))
+    })?;
+    program.attach().map_err(|e| {
+        explain_bpf_error(anyhow!(e).context(format!("attaching {name} to tp_btf/sched_switch")))
+    })?;
     Ok(())
 }
 
@@ -300,7 +309,11 @@ fn open_pmu(mode: PmuMode) -> Result<(PerfEvents, PmuCounters, String)> {
         instructions: Vec::new(),
     };
     if mode == PmuMode::Off {
-        return Ok((none(), PmuCounters::None, "PMU counters turned off (--pmu off)".into()));
+        return Ok((
+            none(),
+            PmuCounters::None,
+            "PMU counters turned off (--pmu off)".into(),
+        ));
     }
     let cpus = online_cpus().map_err(|(path, e)| anyhow!(e).context(format!("reading {path}")))?;
     let open_all = |type_, config| -> io::Result<Vec<(u32, OwnedFd)>> {

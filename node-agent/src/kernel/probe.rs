@@ -13,7 +13,11 @@ pub fn kernel_release() -> String {
         return "unknown".into();
     }
     let field = |f: &[libc::c_char]| {
-        let bytes: Vec<u8> = f.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     };
     format!("{} ({})", field(&u.release), field(&u.machine))
@@ -88,7 +92,10 @@ mod tests {
         assert!(can_load_bpf(caps));
         assert!(!can_load_bpf(0));
         assert!(can_load_bpf(1 << CAP_SYS_ADMIN));
-        assert!(!can_load_bpf(1 << CAP_BPF), "CAP_BPF alone cannot attach tracing");
+        assert!(
+            !can_load_bpf(1 << CAP_BPF),
+            "CAP_BPF alone cannot attach tracing"
+        );
         assert!(can_load_bpf((1 << CAP_BPF) | (1 << CAP_PERFMON)));
         assert_eq!(effective_caps("nothing"), None);
         assert_eq!(effective_caps("CapEff:\tzz\n"), None);

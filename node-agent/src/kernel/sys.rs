@@ -115,7 +115,7 @@ pub fn percpu_lookup_and_delete<V: aya::Pod>(
     values: &mut [V],
 ) -> io::Result<bool> {
     assert!(
-        std::mem::size_of::<V>() % 8 == 0,
+        std::mem::size_of::<V>().is_multiple_of(8),
         "per-CPU values are laid out with an 8-byte stride"
     );
     match bpf_map_elem(

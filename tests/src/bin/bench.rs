@@ -59,7 +59,9 @@ fn main() -> Result<()> {
         }
     }
 
-    let per_event: Vec<f64> = (0..3).map(|i| time[i] as f64 / count[i].max(1) as f64).collect();
+    let per_event: Vec<f64> = (0..3)
+        .map(|i| time[i] as f64 / count[i].max(1) as f64)
+        .collect();
     let floor = per_event[1];
     for (i, name) in ["empty", "floor", "wattlet"].iter().enumerate() {
         println!(

@@ -78,7 +78,9 @@ fn main() {
             println!("{started}");
         }
         _ => {
-            eprintln!("usage: wattlet-workload spin <s> | sleep <n> <us> | storm <n> <us> <parallel>");
+            eprintln!(
+                "usage: wattlet-workload spin <s> | sleep <n> <us> | storm <n> <us> <parallel>"
+            );
             std::process::exit(2);
         }
     }
