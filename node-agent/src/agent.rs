@@ -40,6 +40,15 @@ pub async fn run(opts: Options) -> Result<()> {
     let addr = opts.listen_addr()?;
     let mount = locate_cgroup2(&opts.procfs)?;
     info!("cgroup v2 hierarchy at {}", mount.mount_point.display());
+    if mount.root != "/" {
+        warn!(
+            "the cgroup v2 mount at {} shows only the subtree {} (a cgroup namespace?): cgroups \
+             outside it cannot be named; run in the host's cgroup namespace (hostPID, or mount the \
+             host's /sys/fs/cgroup)",
+            mount.mount_point.display(),
+            mount.root
+        );
+    }
     let mut tree = CgroupTree::new(&mount.mount_point);
     let mut counters = KernelCounters::load(opts.kernel_options())?;
     let (_, pmu_reason) = counters.pmu();

@@ -66,17 +66,13 @@ pub fn run_checks(opts: &Options) -> Report {
     let new_enough = probe::parse_release(&release).is_some_and(|v| v >= (5, 18));
     items.push(Item {
         what: "kernel",
-        status: if new_enough {
-            Status::Ok
-        } else {
-            Status::Degraded
-        },
+        status: if new_enough { Status::Ok } else { Status::Fail },
         detail: if new_enough {
             release.clone()
         } else {
             format!(
-                "{release}: before 5.18 sched_switch has no prev_state argument, so voluntary and \
-                 involuntary switches may be miscounted"
+                "{release}: Wattlet needs Linux 5.18 or later (its sched_switch program reads the \
+                 prev_state argument added in 5.18); upgrade the kernel"
             )
         },
     });

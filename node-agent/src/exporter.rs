@@ -79,9 +79,13 @@ impl Collector for SnapshotCollector {
 
         // One series per cgroup path; removed cgroups keep their final totals for the retention.
         // Two cgroups can share a path (removed and re-created): their totals are summed.
+        const UNSEEN: &str = "(removed before it was seen)";
         let mut by_path: BTreeMap<String, CgroupCounters> = BTreeMap::new();
+        if s.retired_unseen != CgroupCounters::default() {
+            by_path.insert(UNSEEN.to_owned(), s.retired_unseen);
+        }
         for c in s.cgroups.values() {
-            let path = c.path.as_deref().unwrap_or("(removed before it was seen)");
+            let path = c.path.as_deref().unwrap_or(UNSEEN);
             by_path
                 .entry(escape_label_value(path))
                 .or_default()
@@ -414,6 +418,7 @@ mod tests {
             map_capacity: 16,
             pmu: PmuCounters::None,
             map_deletions: 1,
+            retired_unseen: CgroupCounters::default(),
         }
     }
 

@@ -306,3 +306,60 @@ fn busy_and_idle_cover_wall_time() -> Result<()> {
     );
     Ok(())
 }
+
+/// A cgroup removed and re-created at the same path (a restarted service): when the old one's
+/// retention passes, its total is carried into the new one, so the per-path total never drops.
+#[test]
+fn restarted_cgroup_path_never_goes_backwards() -> Result<()> {
+    let (mut counters, mut tree) = load(KernelOptions {
+        pmu: PmuMode::Off,
+        gone_retention: Duration::from_millis(300),
+        ..KernelOptions::default()
+    })?;
+    let path_total = |s: &node_agent::kernel::CountersSnapshot, name: &str| -> u64 {
+        s.cgroups
+            .values()
+            .filter(|c| c.path.as_deref().is_some_and(|p| p.ends_with(name)))
+            .map(|c| c.counters.cpu_ns)
+            .sum()
+    };
+    let first = TestCgroup::new("restart")?;
+    let name = first
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    wait_all(vec![first.spawn(workload().args(["spin", "0.2"]))?])?;
+    let first_ns = first.usage_ns()?;
+    counters.read(&mut tree)?; // learns its path while it is alive
+    drop(first);
+    let s1 = counters.read(&mut tree)?;
+    let before = path_total(&s1, &name);
+
+    let second = TestCgroup::new("restart")?;
+    wait_all(vec![second.spawn(workload().args(["spin", "0.2"]))?])?;
+    let second_ns = second.usage_ns()?;
+    std::thread::sleep(Duration::from_millis(400));
+    let s2 = counters.read(&mut tree)?;
+    let after = path_total(&s2, &name);
+    println!(
+        "restart — path total {:.4}s before, {:.4}s after the old cgroup expired (cpu.stat {:.4}s + {:.4}s)",
+        before as f64 / 1e9,
+        after as f64 / 1e9,
+        first_ns as f64 / 1e9,
+        second_ns as f64 / 1e9
+    );
+    assert!(
+        s2.cgroups
+            .values()
+            .all(|c| !c.gone || c.path.as_deref() != Some(&*format!("/wattlet-tests/{name}"))),
+        "the old cgroup has expired"
+    );
+    assert!(
+        after >= before,
+        "per-path total went backwards: {before} → {after}"
+    );
+    assert!(rel_diff(after as f64, (first_ns + second_ns) as f64) < 0.02);
+    Ok(())
+}

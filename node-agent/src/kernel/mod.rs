@@ -82,6 +82,10 @@ pub struct KernelCounters {
     gone: HashMap<u64, (Duration, Option<Arc<str>>)>,
     paths: HashMap<u64, Arc<str>>,
     deletions: u64,
+    /// Totals of expired removed cgroups whose path was never seen (never decreases).
+    retired_unseen: CgroupCounters,
+    /// Idle time per CPU last exported, so that it never goes backwards.
+    last_idle: Vec<u64>,
 }
 
 impl KernelCounters {
@@ -91,6 +95,13 @@ impl KernelCounters {
             bail!(
                 "this wattlet binary was built without its eBPF programs (AYA_BUILD_SKIP was set): \
                  rebuild with `cargo xtask build`"
+            );
+        }
+        let release = probe::kernel_release();
+        if probe::parse_release(&release).is_some_and(|v| v < (5, 18)) {
+            bail!(
+                "kernel {release} is too old: Wattlet's sched_switch program reads the prev_state \
+                 argument that tp_btf/sched_switch has had since Linux 5.18; upgrade the kernel"
             );
         }
         if options.max_cgroups == 0 {
@@ -156,6 +167,8 @@ impl KernelCounters {
             gone: HashMap::new(),
             paths: HashMap::new(),
             deletions: 0,
+            retired_unseen: CgroupCounters::default(),
+            last_idle: Vec::new(),
         })
     }
 
@@ -174,6 +187,7 @@ impl KernelCounters {
         let mut cgroups = BTreeMap::new();
         let mut scratch = vec![CgroupCounters::default(); self.possible_cpus];
         let mut live_entries = 0usize;
+        let mut alive_by_path: HashMap<Arc<str>, u64> = HashMap::new();
         for id in keys {
             match tree.lookup(id) {
                 Lookup::Alive(path) => {
@@ -183,9 +197,12 @@ impl KernelCounters {
                         Err(e) => return Err(e).context("reading the cgroup map"),
                     };
                     live_entries += 1;
+                    // Alive after all (e.g. a rescan had missed it): not removed.
+                    self.gone.remove(&id);
                     let mut total = self.base.get(&id).copied().unwrap_or_default();
                     total.add(&snapshot::sum_cgroup(&values));
                     self.paths.insert(id, path.clone());
+                    alive_by_path.insert(path.clone(), id);
                     cgroups.insert(
                         id,
                         CgroupSample {
@@ -197,38 +214,65 @@ impl KernelCounters {
                 }
                 Lookup::Gone => {
                     let fd = self.cgroups.map().fd().as_fd();
-                    if sys::percpu_lookup_and_delete(fd, id, &mut scratch)
-                        .context("removing a dead cgroup's entry from the map")?
-                    {
+                    let deleted = sys::percpu_lookup_and_delete(fd, id, &mut scratch)
+                        .context("removing a dead cgroup's entry from the map")?;
+                    let path = self
+                        .paths
+                        .remove(&id)
+                        .or_else(|| self.gone.get(&id).and_then(|(_, p)| p.clone()));
+                    if deleted {
                         self.deletions += 1;
                         self.base
                             .entry(id)
                             .or_default()
                             .add(&snapshot::sum_cgroup(&scratch));
+                        // Fresh counts: the retention starts again.
+                        self.gone.insert(id, (at, path));
+                    } else {
+                        self.gone.entry(id).or_insert((at, path));
                     }
-                    let path = self.paths.remove(&id);
-                    self.gone.entry(id).or_insert((at, path));
                 }
             }
         }
 
-        // Forget removed cgroups after the retention, oldest first beyond the bound.
+        // Forget removed cgroups after the retention (oldest first beyond the bound) without
+        // letting an exported counter go backwards: a total whose path lives on in a new cgroup
+        // (a restarted service) is carried into it; one whose path was never seen goes into the
+        // retired bucket that shares its series.
         let retention = self.options.gone_retention;
-        self.gone
-            .retain(|_, (since, _)| at.saturating_sub(*since) < retention);
-        if self.gone.len() > self.options.max_gone {
-            let mut by_age: Vec<(Duration, u64)> = self
-                .gone
-                .iter()
-                .map(|(id, (since, _))| (*since, *id))
-                .collect();
-            by_age.sort_unstable();
-            for (_, id) in by_age.iter().take(self.gone.len() - self.options.max_gone) {
-                self.gone.remove(id);
+        let mut by_age: Vec<(Duration, u64)> = self
+            .gone
+            .iter()
+            .map(|(id, (since, _))| (*since, *id))
+            .collect();
+        by_age.sort_unstable();
+        let over = self.gone.len().saturating_sub(self.options.max_gone);
+        let expired: Vec<u64> = by_age
+            .iter()
+            .enumerate()
+            .filter(|(i, (since, _))| *i < over || at.saturating_sub(*since) >= retention)
+            .map(|(_, (_, id))| *id)
+            .collect();
+        for id in expired {
+            let Some((_, path)) = self.gone.remove(&id) else {
+                continue;
+            };
+            let total = self.base.remove(&id).unwrap_or_default();
+            match path {
+                Some(p) => {
+                    if let Some(&heir) = alive_by_path.get(&p) {
+                        self.base.entry(heir).or_default().add(&total);
+                        if let Some(sample) = cgroups.get_mut(&heir) {
+                            sample.counters.add(&total);
+                        }
+                    }
+                }
+                None => self.retired_unseen.add(&total),
             }
         }
         let gone = &self.gone;
-        self.base.retain(|id, _| gone.contains_key(id));
+        self.base
+            .retain(|id, _| gone.contains_key(id) || cgroups.contains_key(id));
         for (id, (_, path)) in &self.gone {
             if let Some(total) = self.base.get(id) {
                 cgroups.entry(*id).or_insert_with(|| CgroupSample {
@@ -239,12 +283,20 @@ impl KernelCounters {
             }
         }
 
+        // The clock is read before the per-CPU state so that pending idle time never reaches
+        // past a switch the copy does not show yet; the copy is not atomic with the program, so
+        // each CPU's idle time is also held at least at what was last exported.
+        let now = snapshot::monotonic_now();
         let per_cpu = self
             .cpus
             .get(&0, 0)
             .context("reading the per-CPU state map")?;
-        let now = snapshot::monotonic_now();
-        let (cpus, overflow) = snapshot::sum_cpus(&per_cpu, now.as_nanos() as u64);
+        let (mut cpus, overflow) = snapshot::sum_cpus(&per_cpu, now.as_nanos() as u64);
+        self.last_idle.resize(cpus.len(), 0);
+        for (cpu, last) in cpus.iter_mut().zip(self.last_idle.iter_mut()) {
+            cpu.idle_ns = cpu.idle_ns.max(*last);
+            *last = cpu.idle_ns;
+        }
         Ok(CountersSnapshot {
             at,
             cgroups,
@@ -254,6 +306,7 @@ impl KernelCounters {
             map_capacity: self.capacity,
             pmu: self.pmu,
             map_deletions: self.deletions,
+            retired_unseen: self.retired_unseen,
         })
     }
 }
