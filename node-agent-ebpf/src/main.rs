@@ -70,9 +70,10 @@ fn account(ctx: &BtfTracePointContext) {
     };
 
     // The idle task is pid 0 on every CPU; its time is idle, not any cgroup's. Remember its
-    // address so that switching *to* it can be recognised from the `next` argument.
+    // address (fixed for the CPU's lifetime, so learned once) so that switching *to* it can be
+    // recognised from the `next` argument.
     let prev_is_idle = bpf_get_current_pid_tgid() as u32 == 0;
-    if prev_is_idle {
+    if prev_is_idle && cpu.idle_task == 0 {
         cpu.idle_task = unsafe { bpf_get_current_task() };
     }
     let next: u64 = ctx.arg(2);

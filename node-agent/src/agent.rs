@@ -21,18 +21,14 @@ use crate::{
 
 /// Stops early, with the fix, when the process cannot load eBPF.
 pub fn require_privileges(opts: &Options) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if probe::has_bpf_privileges(&opts.procfs) {
         return Ok(());
     }
-    match probe::read_caps(&opts.procfs) {
-        Ok(caps) if probe::can_load_bpf(caps) => Ok(()),
-        _ => bail!(
-            "wattlet needs root, or the capabilities CAP_BPF and CAP_PERFMON, to load its eBPF \
-             programs: run `sudo wattlet run` (from a checkout: `sudo -E cargo xtask run`), or \
-             grant them with `sudo setcap cap_bpf,cap_perfmon+ep $(command -v wattlet)`"
-        ),
-    }
+    bail!(
+        "wattlet needs root, or the capabilities CAP_BPF and CAP_PERFMON, to load its eBPF \
+         programs: run `sudo wattlet run` (from a checkout: `sudo -E cargo xtask run`), or \
+         grant them with `sudo setcap cap_bpf,cap_perfmon+ep $(command -v wattlet)`"
+    )
 }
 
 pub async fn run(opts: Options) -> Result<()> {
@@ -102,11 +98,7 @@ fn measure_loop(
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         match counters.read(tree) {
-            Ok(snapshot) => latest.publish(Published {
-                counters: snapshot,
-                work: started.elapsed(),
-                read_errors: errors,
-            }),
+            Ok(snapshot) => latest.publish(Published::new(snapshot, started.elapsed(), errors)),
             Err(e) => {
                 errors += 1;
                 warn!("reading kernel counters failed ({errors} so far): {e:#}");

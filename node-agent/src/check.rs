@@ -62,19 +62,14 @@ pub fn run_checks(opts: &Options) -> Report {
     let mut items = Vec::new();
     let mut will_use = Vec::new();
 
-    let release = probe::kernel_release();
-    let new_enough = probe::parse_release(&release).is_some_and(|v| v >= (5, 18));
+    let (status, detail) = match probe::supported_kernel() {
+        Ok(release) => (Status::Ok, release),
+        Err(why) => (Status::Fail, why),
+    };
     items.push(Item {
         what: "kernel",
-        status: if new_enough { Status::Ok } else { Status::Fail },
-        detail: if new_enough {
-            release.clone()
-        } else {
-            format!(
-                "{release}: Wattlet needs Linux 5.18 or later (its sched_switch program reads the \
-                 prev_state argument added in 5.18); upgrade the kernel"
-            )
-        },
+        status,
+        detail,
     });
 
     let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
@@ -115,8 +110,7 @@ pub fn run_checks(opts: &Options) -> Report {
 
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let caps = probe::read_caps(&opts.procfs).ok();
-    let privileged = root || caps.is_some_and(probe::can_load_bpf);
+    let privileged = probe::has_bpf_privileges(&opts.procfs);
     items.push(Item {
         what: "privileges",
         status: if privileged { Status::Ok } else { Status::Fail },

@@ -20,7 +20,7 @@ use axum::{
 use node_agent_common::CgroupCounters;
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric as _},
+    encoding::{DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric as _},
     metrics::{counter::ConstCounter, gauge::ConstGauge, info::Info},
     registry::Registry,
 };
@@ -35,6 +35,36 @@ pub struct Published {
     pub work: Duration,
     /// Reads that failed so far.
     pub read_errors: u64,
+    /// Per-cgroup series, built once here rather than at every scrape: escaped path label →
+    /// totals of every cgroup with that path.
+    by_cgroup: Vec<(String, CgroupCounters)>,
+}
+
+/// Label of removed cgroups whose path the agent never saw.
+const UNSEEN: &str = "(removed before it was seen)";
+
+impl Published {
+    pub fn new(counters: CountersSnapshot, work: Duration, read_errors: u64) -> Self {
+        // One series per cgroup path; removed cgroups keep their final totals for the retention.
+        // Two cgroups can share a path (removed and re-created): their totals are summed.
+        let mut by_path: BTreeMap<String, CgroupCounters> = BTreeMap::new();
+        if counters.retired_unseen != CgroupCounters::default() {
+            by_path.insert(UNSEEN.to_owned(), counters.retired_unseen);
+        }
+        for c in counters.cgroups.values() {
+            let path = c.path.as_deref().unwrap_or(UNSEEN);
+            by_path
+                .entry(escape_label_value(path))
+                .or_default()
+                .add(&c.counters);
+        }
+        Self {
+            counters,
+            work,
+            read_errors,
+            by_cgroup: by_path.into_iter().collect(),
+        }
+    }
 }
 
 /// The latest snapshot, swapped whole each interval.
@@ -77,20 +107,7 @@ impl Collector for SnapshotCollector {
             idle.encode(m.encode_family(&[("mode", "idle")])?)?;
         }
 
-        // One series per cgroup path; removed cgroups keep their final totals for the retention.
-        // Two cgroups can share a path (removed and re-created): their totals are summed.
-        const UNSEEN: &str = "(removed before it was seen)";
-        let mut by_path: BTreeMap<String, CgroupCounters> = BTreeMap::new();
-        if s.retired_unseen != CgroupCounters::default() {
-            by_path.insert(UNSEEN.to_owned(), s.retired_unseen);
-        }
-        for c in s.cgroups.values() {
-            let path = c.path.as_deref().unwrap_or(UNSEEN);
-            by_path
-                .entry(escape_label_value(path))
-                .or_default()
-                .add(&c.counters);
-        }
+        let by_path = &p.by_cgroup;
         counter_family(
             &mut enc,
             "wattlet_cgroup_cpu_seconds",
@@ -99,22 +116,23 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|(p, c)| ([("cgroup", p.as_str())], c.cpu_ns as f64 / NS_PER_S)),
         )?;
-        {
-            let ty = ConstCounter::new(0u64).metric_type();
-            let mut m = enc.encode_descriptor(
-                "wattlet_cgroup_context_switches",
-                "Context switches of each cgroup's tasks: voluntary (blocked or slept) or involuntary (preempted).",
-                None,
-                ty,
-            )?;
-            for (path, c) in &by_path {
-                let path = path.as_str();
-                ConstCounter::new(c.switches_voluntary)
-                    .encode(m.encode_family(&[("cgroup", path), ("kind", "voluntary")])?)?;
-                ConstCounter::new(c.switches_involuntary)
-                    .encode(m.encode_family(&[("cgroup", path), ("kind", "involuntary")])?)?;
-            }
-        }
+        counter_family(
+            &mut enc,
+            "wattlet_cgroup_context_switches",
+            "Context switches of each cgroup's tasks: voluntary (blocked or slept) or involuntary (preempted).",
+            by_path.iter().flat_map(|(p, c)| {
+                [
+                    (
+                        [("cgroup", p.as_str()), ("kind", "voluntary")],
+                        c.switches_voluntary,
+                    ),
+                    (
+                        [("cgroup", p.as_str()), ("kind", "involuntary")],
+                        c.switches_involuntary,
+                    ),
+                ]
+            }),
+        )?;
         if s.pmu != PmuCounters::None {
             counter_family(
                 &mut enc,
@@ -207,13 +225,13 @@ pub fn escape_label_value(v: &str) -> String {
     out
 }
 
-fn counter_family<L: prometheus_client::encoding::EncodeLabelSet>(
+fn counter_family<L: EncodeLabelSet, V: EncodeCounterValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (L, f64)>,
+    series: impl IntoIterator<Item = (L, V)>,
 ) -> Result<(), fmt::Error> {
-    let ty = ConstCounter::new(0.0f64).metric_type();
+    let ty = ConstCounter::new(0u64).metric_type();
     let mut m = enc.encode_descriptor(name, help, None, ty)?;
     for (labels, v) in series {
         ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
@@ -428,11 +446,7 @@ mod tests {
         let reg = registry(latest.clone(), "n1");
         let empty = render(&reg).unwrap();
         assert!(!empty.contains("wattlet_node_cpu_seconds_total"));
-        latest.publish(Published {
-            counters: snapshot(),
-            work: Duration::from_millis(3),
-            read_errors: 0,
-        });
+        latest.publish(Published::new(snapshot(), Duration::from_millis(3), 0));
         let text = render(&reg).unwrap();
         assert!(
             text.contains("wattlet_node_cpu_seconds_total{node=\"n1\",mode=\"busy\"} 3.0"),

@@ -8,7 +8,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -92,7 +92,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(f) = &filter {
                 unit.arg(f);
             }
-            check(unit.current_dir(&root))?;
+            setup::run(unit.current_dir(&root))?;
             require_root(
                 "the eBPF tests (real programs in real cgroups)",
                 "sudo -E cargo xtask test",
@@ -104,7 +104,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(f) = &filter {
                 it.arg(f);
             }
-            check(it.current_dir(&root).env("WATTLET_BIN", &bin))?;
+            setup::run(it.current_dir(&root).env("WATTLET_BIN", &bin))?;
         }
         Cmd::Bench => {
             let tools = setup::ensure_build_tools()?;
@@ -120,16 +120,16 @@ fn run(cli: Cli) -> Result<()> {
                 "--bin",
                 "wattlet-bench",
             ]);
-            check(b.current_dir(&root).env("WATTLET_BIN", &bin))?;
+            setup::run(b.current_dir(&root).env("WATTLET_BIN", &bin))?;
         }
         Cmd::Lint => {
             let tools = setup::ensure_build_tools()?;
-            check(
+            setup::run(
                 cargo(&tools)
                     .args(["fmt", "--all", "--check"])
                     .current_dir(&root),
             )?;
-            check(
+            setup::run(
                 cargo(&tools)
                     .args([
                         "clippy",
@@ -162,17 +162,9 @@ fn cargo(tools: &setup::Tools) -> Command {
     c
 }
 
-fn check(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
-    if !status.success() {
-        bail!("{:?} failed ({status})", cmd.get_args().collect::<Vec<_>>());
-    }
-    Ok(())
-}
-
 fn build_agent(root: &Path, tools: &setup::Tools) -> Result<PathBuf> {
     eprintln!("xtask: building wattlet (release, eBPF programs embedded)");
-    check(
+    setup::run(
         cargo(tools)
             .args(["build", "--release", "-p", "node-agent"])
             .current_dir(root),

@@ -181,7 +181,8 @@ pub fn ensure_prometheus() -> Result<()> {
         ]))
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+/// Runs a command to completion; an error names it and its exit status.
+pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");

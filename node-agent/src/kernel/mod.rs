@@ -73,7 +73,6 @@ pub struct KernelCounters {
     _perf_events: Vec<OwnedFd>,
     pmu: PmuCounters,
     pmu_reason: String,
-    capacity: u32,
     possible_cpus: usize,
     options: KernelOptions,
     /// Totals already taken out of the map (entries of removed cgroups).
@@ -97,13 +96,7 @@ impl KernelCounters {
                  rebuild with `cargo xtask build`"
             );
         }
-        let release = probe::kernel_release();
-        if probe::parse_release(&release).is_some_and(|v| v < (5, 18)) {
-            bail!(
-                "kernel {release} is too old: Wattlet's sched_switch program reads the prev_state \
-                 argument that tp_btf/sched_switch has had since Linux 5.18; upgrade the kernel"
-            );
-        }
+        probe::supported_kernel().map_err(|why| anyhow!(why))?;
         if options.max_cgroups == 0 {
             bail!("--bpf.max-cgroups must be at least 1");
         }
@@ -160,7 +153,6 @@ impl KernelCounters {
             _perf_events: fds,
             pmu,
             pmu_reason,
-            capacity: options.max_cgroups,
             possible_cpus,
             options,
             base: HashMap::new(),
@@ -170,6 +162,11 @@ impl KernelCounters {
             retired_unseen: CgroupCounters::default(),
             last_idle: Vec::new(),
         })
+    }
+
+    /// The cgroup ids that have an entry in the in-kernel map right now.
+    pub fn map_ids(&self) -> Vec<u64> {
+        self.cgroups.keys().filter_map(|k| k.ok()).collect()
     }
 
     /// Which PMU counters are in use, and why.
@@ -183,7 +180,7 @@ impl KernelCounters {
     pub fn read(&mut self, tree: &mut CgroupTree) -> Result<CountersSnapshot> {
         let at = snapshot::monotonic_now();
         tree.begin_cycle();
-        let keys: Vec<u64> = self.cgroups.keys().filter_map(|k| k.ok()).collect();
+        let keys = self.map_ids();
         let mut cgroups = BTreeMap::new();
         let mut scratch = vec![CgroupCounters::default(); self.possible_cpus];
         let mut live_entries = 0usize;
@@ -303,7 +300,7 @@ impl KernelCounters {
             cpus,
             overflow,
             map_entries: live_entries,
-            map_capacity: self.capacity,
+            map_capacity: self.options.max_cgroups,
             pmu: self.pmu,
             map_deletions: self.deletions,
             retired_unseen: self.retired_unseen,
@@ -407,12 +404,5 @@ fn open_pmu(mode: PmuMode) -> Result<(PerfEvents, PmuCounters, String)> {
                 probe::describe_perf_error(&e)
             ),
         )),
-    }
-}
-
-impl KernelCounters {
-    /// The cgroup ids that have an entry in the in-kernel map right now (diagnostics, tests).
-    pub fn map_ids(&self) -> Vec<u64> {
-        self.cgroups.keys().filter_map(|k| k.ok()).collect()
     }
 }

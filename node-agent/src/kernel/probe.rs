@@ -31,6 +31,23 @@ pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// The oldest kernel the sched_switch program loads on: it reads the `prev_state` argument,
+/// added to the tracepoint in 5.18.
+pub const MIN_KERNEL: (u32, u32) = (5, 18);
+
+/// The kernel release, or why it is too old and what to do.
+pub fn supported_kernel() -> Result<String, String> {
+    let release = kernel_release();
+    if parse_release(&release).is_some_and(|v| v < MIN_KERNEL) {
+        return Err(format!(
+            "kernel {release} is too old: Wattlet needs Linux {}.{} or later (its sched_switch \
+             program reads the prev_state argument added in 5.18); upgrade the kernel",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ));
+    }
+    Ok(release)
+}
+
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
@@ -47,6 +64,13 @@ pub fn effective_caps(status: &str) -> Option<u64> {
 pub fn can_load_bpf(caps: u64) -> bool {
     let has = |c: u32| caps & (1u64 << c) != 0;
     (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN)
+}
+
+/// Whether this process may load the programs: root, or the capabilities in /proc/self/status.
+pub fn has_bpf_privileges(procfs: &Path) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root || read_caps(procfs).is_ok_and(can_load_bpf)
 }
 
 pub fn read_caps(procfs: &Path) -> io::Result<u64> {
