@@ -20,8 +20,8 @@ use crate::{
 };
 
 /// Stops early, with the fix, when the process cannot load eBPF.
-pub fn require_privileges(opts: &Options) -> Result<()> {
-    if probe::has_bpf_privileges(&opts.procfs) {
+pub fn require_privileges() -> Result<()> {
+    if probe::has_bpf_privileges() {
         return Ok(());
     }
     bail!(
@@ -32,9 +32,9 @@ pub fn require_privileges(opts: &Options) -> Result<()> {
 }
 
 pub async fn run(opts: Options) -> Result<()> {
-    require_privileges(&opts)?;
+    require_privileges()?;
     let addr = opts.listen_addr()?;
-    let mount = locate_cgroup2(&opts.procfs)?;
+    let mount = locate_cgroup2()?;
     info!("cgroup v2 hierarchy at {}", mount.mount_point.display());
     if mount.root != "/" {
         warn!(

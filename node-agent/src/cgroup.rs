@@ -74,9 +74,11 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads `<procfs>/self/mountinfo` and returns the cgroup v2 mount, or says what to do.
-pub fn locate_cgroup2(procfs: &Path) -> Result<Cgroup2Mount> {
-    let path = procfs.join("self/mountinfo");
+/// Reads this process's own mountinfo and returns the cgroup v2 mount, or says what to do.
+/// Always the live `/proc/self`, never `--path.procfs`: the eBPF side counts in this kernel, so
+/// its cgroups must be named from the mounts this process sees.
+pub fn locate_cgroup2() -> Result<Cgroup2Mount> {
+    let path = Path::new("/proc/self/mountinfo");
     let text = fs::read_to_string(&path)
         .with_context(|| format!("reading {} to find the cgroup v2 mount", path.display()))?;
     match find_cgroup2_mount(&text) {

@@ -84,7 +84,7 @@ pub fn run_checks(opts: &Options) -> Report {
         },
     });
 
-    match locate_cgroup2(&opts.procfs) {
+    match locate_cgroup2() {
         Ok(m) => {
             let hybrid = m.mount_point != Path::new("/sys/fs/cgroup");
             items.push(Item {
@@ -110,7 +110,7 @@ pub fn run_checks(opts: &Options) -> Report {
 
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let privileged = probe::has_bpf_privileges(&opts.procfs);
+    let privileged = probe::has_bpf_privileges();
     items.push(Item {
         what: "privileges",
         status: if privileged { Status::Ok } else { Status::Fail },

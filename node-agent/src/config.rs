@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use crate::kernel::{KernelOptions, PmuMode};
+use crate::{
+    kernel::{KernelOptions, PmuMode},
+    power::{DEFAULT_CEILING_WATTS, ModelOverrides, PowerOptions, SourceKind},
+};
 
 #[derive(Args, Clone, Debug)]
 pub struct Options {
@@ -13,13 +16,50 @@ pub struct Options {
     #[arg(long = "web.listen-address", default_value = ":9959", global = true)]
     pub listen_address: String,
 
-    /// Where sysfs is mounted (power sources and CPU lists are read below it).
+    /// Where sysfs is mounted: power sources (powercap, hwmon, the perf power PMU) are read
+    /// below it. The eBPF side always uses the running kernel.
     #[arg(long = "path.sysfs", default_value = "/sys", global = true)]
     pub sysfs: PathBuf,
 
-    /// Where procfs is mounted (mountinfo, capabilities).
+    /// Where procfs is mounted: cpuinfo and meminfo for the power model are read below it.
     #[arg(long = "path.procfs", default_value = "/proc", global = true)]
     pub procfs: PathBuf,
+
+    /// Power sources in order of preference; the first that works here is used.
+    #[arg(
+        long = "power.sources",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "perf,powercap,hwmon,model",
+        global = true
+    )]
+    pub power_sources: Vec<SourceKind>,
+
+    /// Use this power source and no other (fail if it cannot be used).
+    #[arg(long = "power-source", value_enum, global = true)]
+    pub power_source: Option<SourceKind>,
+
+    /// The most power one energy counter (a socket's zone, one sensor) can show: readings
+    /// implying more are dropped and counted, never exported as spikes.
+    #[arg(long = "power.ceiling-watts", default_value_t = DEFAULT_CEILING_WATTS, global = true)]
+    pub ceiling_watts: f64,
+
+    /// Power model: the CPU family whose coefficients to use instead of the one detected
+    /// (sandy_bridge, haswell, broadwell, skylake, cascade_lake, epyc_2nd_gen, graviton2, average).
+    #[arg(long = "power.model.family", global = true)]
+    pub model_family: Option<String>,
+
+    /// Power model: watts per vCPU when idle (default: from the CPU family).
+    #[arg(long = "power.model.idle-watts-per-vcpu", global = true)]
+    pub model_idle_watts: Option<f64>,
+
+    /// Power model: watts per vCPU at full load (default: from the CPU family).
+    #[arg(long = "power.model.max-watts-per-vcpu", global = true)]
+    pub model_max_watts: Option<f64>,
+
+    /// Power model: watts per GB of installed memory (default 0.392).
+    #[arg(long = "power.model.memory-watts-per-gb", global = true)]
+    pub model_memory_watts: Option<f64>,
 
     /// How often to read the counters and publish a snapshot (e.g. 5s, 500ms; at least 100ms).
     #[arg(long, default_value = "5s", value_parser = parse_interval, global = true)]
@@ -50,6 +90,22 @@ impl Options {
             pmu: self.pmu,
             gone_retention: self.gone_retention,
             ..KernelOptions::default()
+        }
+    }
+
+    pub fn power_options(&self) -> PowerOptions {
+        PowerOptions {
+            sysfs: self.sysfs.clone(),
+            procfs: self.procfs.clone(),
+            preference: self.power_sources.clone(),
+            forced: self.power_source,
+            ceiling_watts: self.ceiling_watts,
+            model: ModelOverrides {
+                family: self.model_family.clone(),
+                idle_watts_per_vcpu: self.model_idle_watts,
+                max_watts_per_vcpu: self.model_max_watts,
+                memory_watts_per_gb: self.model_memory_watts,
+            },
         }
     }
 

@@ -1,6 +1,6 @@
 //! Wattlet's node agent. Data flows one way:
-//! kernel counters ([`kernel`]) and the cgroup hierarchy ([`cgroup`]) → an immutable snapshot →
-//! exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
+//! kernel counters ([`kernel`]), the cgroup hierarchy ([`cgroup`]) and node energy ([`power`]) →
+//! an immutable snapshot → exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
 
 pub mod agent;
 pub mod cgroup;
@@ -8,3 +8,4 @@ pub mod check;
 pub mod config;
 pub mod exporter;
 pub mod kernel;
+pub mod power;

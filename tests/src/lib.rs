@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 
 /// The cgroup v2 mount of this machine.
 pub fn cgroup2_root() -> Result<PathBuf> {
-    Ok(node_agent::cgroup::locate_cgroup2(Path::new("/proc"))?.mount_point)
+    Ok(node_agent::cgroup::locate_cgroup2()?.mount_point)
 }
 
 /// Whether we can do what the eBPF tests need.

@@ -1,6 +1,6 @@
 //! Feature probing for `wattlet check`: what this node supports, in plain words.
 
-use std::{fs, io, path::Path};
+use std::{fs, io};
 
 use super::sys;
 
@@ -66,15 +66,16 @@ pub fn can_load_bpf(caps: u64) -> bool {
     (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN)
 }
 
-/// Whether this process may load the programs: root, or the capabilities in /proc/self/status.
-pub fn has_bpf_privileges(procfs: &Path) -> bool {
+/// Whether this process may load the programs: root, or the capabilities in /proc/self/status
+/// (always the live /proc: these are this process's own capabilities).
+pub fn has_bpf_privileges() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    root || read_caps(procfs).is_ok_and(can_load_bpf)
+    root || read_caps().is_ok_and(can_load_bpf)
 }
 
-pub fn read_caps(procfs: &Path) -> io::Result<u64> {
-    let status = fs::read_to_string(procfs.join("self/status"))?;
+pub fn read_caps() -> io::Result<u64> {
+    let status = fs::read_to_string("/proc/self/status")?;
     effective_caps(&status).ok_or_else(|| io::Error::other("no CapEff line in /proc/self/status"))
 }
 

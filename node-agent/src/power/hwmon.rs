@@ -1,0 +1,325 @@
+//! hwmon sensors: `<sysfs>/class/hwmon/hwmonN/energyK_input` (µJ, cumulative) or, for chips
+//! without energy counters, `powerK_input` / `powerK_average` (µW) integrated over time.
+//! amd_energy's per-socket and per-core counters become the `package` and `core` zones; an ACPI
+//! power meter is the `platform` zone; other sensors are named by their label.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    EnergyCounter, EnergySource, Opened, PowerIntegrator, ReadContext, SourceKind, SourceReading,
+    Update, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
+};
+
+#[derive(Debug)]
+enum Meter {
+    Energy(EnergyCounter),
+    Power(PowerIntegrator),
+}
+
+#[derive(Debug)]
+struct Sensor {
+    zone: String,
+    path: PathBuf,
+    meter: Meter,
+}
+
+pub struct Hwmon {
+    sensors: Vec<Sensor>,
+    ceiling_watts: f64,
+    chips: Vec<String>,
+}
+
+/// The zone of one sensor: from the chip's name and the sensor's label.
+pub fn zone_for(chip: &str, label: Option<&str>, kind: &str, index: u32) -> String {
+    match (chip, label) {
+        ("amd_energy", Some(l)) if l.starts_with("Esocket") => "package".into(),
+        ("amd_energy", Some(l)) if l.starts_with("Ecore") => "core".into(),
+        ("power_meter", _) => "platform".into(),
+        (_, Some(l)) if !l.is_empty() => sanitize(l),
+        _ => sanitize(&format!("{chip}_{kind}{index}")),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `energy3_input` → ("energy", 3, "input").
+fn parse_attr(name: &str) -> Option<(&str, u32, &str)> {
+    let (sensor, item) = name.split_once('_')?;
+    let digits = sensor.find(|c: char| c.is_ascii_digit())?;
+    let (kind, index) = sensor.split_at(digits);
+    Some((kind, index.parse().ok()?, item))
+}
+
+pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
+    let h = Hwmon::open(sysfs, ceiling_watts)?;
+    let zones: Vec<String> = sum_by_zone(h.sensors.iter().map(|s| (s.zone.as_str(), 0.0)))
+        .into_iter()
+        .map(|(z, _)| z)
+        .collect();
+    let energy = h
+        .sensors
+        .iter()
+        .filter(|s| matches!(s.meter, Meter::Energy(_)))
+        .count();
+    Ok(Opened {
+        kind: SourceKind::Hwmon,
+        estimated: false,
+        description: format!(
+            "{} energy counter(s) and {} power sensor(s) on {}, zones {}",
+            energy,
+            h.sensors.len() - energy,
+            h.chips.join(", "),
+            zones.join(", ")
+        ),
+        model_family: None,
+        source: Box::new(h),
+    })
+}
+
+impl Hwmon {
+    pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Self, String> {
+        let dir = sysfs.join("class/hwmon");
+        let chips = list_dir(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{} does not exist: no hwmon drivers loaded", dir.display())
+            } else {
+                describe_read_error(&dir, &e)
+            }
+        })?;
+        let mut sensors = Vec::new();
+        let mut used_chips = Vec::new();
+        let mut problems = Vec::new();
+        let chip_count = chips.len();
+        for chip_dir in chips {
+            let base = dir.join(&chip_dir);
+            let chip = read_attr(&base.join("name")).unwrap_or_else(|_| chip_dir.clone());
+            // Older drivers keep their attributes under device/.
+            let found = chip_sensors(&base, &chip, &mut problems);
+            let found = if found.is_empty() {
+                chip_sensors(&base.join("device"), &chip, &mut problems)
+            } else {
+                found
+            };
+            if !found.is_empty() {
+                used_chips.push(format!("{chip_dir} ({chip})"));
+                sensors.extend(found);
+            }
+        }
+        if sensors.is_empty() {
+            let mut why = format!(
+                "no energy or power sensors among {chip_count} hwmon chip(s) under {}",
+                dir.display()
+            );
+            if !problems.is_empty() {
+                why.push_str(&format!(": {}", problems.join("; ")));
+            }
+            return Err(why);
+        }
+        Ok(Self {
+            sensors,
+            ceiling_watts,
+            chips: used_chips,
+        })
+    }
+}
+
+/// A chip's energy counters if it has any, else its power sensors (`_input` over `_average`).
+fn chip_sensors(dir: &Path, chip: &str, problems: &mut Vec<String>) -> Vec<Sensor> {
+    let Ok(names) = list_dir(dir) else {
+        return Vec::new();
+    };
+    let label = |kind: &str, i: u32| read_attr(&dir.join(format!("{kind}{i}_label"))).ok();
+    let mut energy = Vec::new();
+    let mut power: Vec<(u32, &str)> = Vec::new();
+    for name in &names {
+        match parse_attr(name) {
+            Some(("energy", i, "input")) => energy.push(i),
+            Some(("power", i, item @ ("input" | "average"))) => {
+                if let Some(p) = power.iter_mut().find(|(j, _)| *j == i) {
+                    if item == "input" {
+                        p.1 = "input";
+                    }
+                } else {
+                    power.push((i, item));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let mut check = |path: PathBuf, zone: String, meter: Meter| match read_u64(&path) {
+        Ok(_) => out.push(Sensor { zone, path, meter }),
+        Err(e) => problems.push(e),
+    };
+    if !energy.is_empty() {
+        for i in energy {
+            check(
+                dir.join(format!("energy{i}_input")),
+                zone_for(chip, label("energy", i).as_deref(), "energy", i),
+                // µJ; hwmon energy counters are 64-bit accumulators in the driver.
+                Meter::Energy(EnergyCounter::new(1e-6, None)),
+            );
+        }
+    } else {
+        for (i, item) in power {
+            check(
+                dir.join(format!("power{i}_{item}")),
+                zone_for(chip, label("power", i).as_deref(), "power", i),
+                Meter::Power(PowerIntegrator::default()),
+            );
+        }
+    }
+    out
+}
+
+impl EnergySource for Hwmon {
+    fn read(&mut self, ctx: &ReadContext) -> SourceReading {
+        let mut out = SourceReading::default();
+        for s in &mut self.sensors {
+            let raw = match read_u64(&s.path) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    out.errors.push(e);
+                    continue;
+                }
+            };
+            let update = match &mut s.meter {
+                Meter::Energy(c) => c.update(raw, ctx.at, self.ceiling_watts),
+                Meter::Power(p) => p.update(raw as f64 * 1e-6, ctx.at, self.ceiling_watts),
+            };
+            if let Update::Dropped(reason) = update {
+                out.dropped.push((s.zone.clone(), reason));
+            }
+        }
+        out.zones = sum_by_zone(self.sensors.iter().map(|s| {
+            let j = match &s.meter {
+                Meter::Energy(c) => c.joules(),
+                Meter::Power(p) => p.joules(),
+            };
+            (s.zone.as_str(), j)
+        }));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::power::fixture::Tree;
+
+    fn at(ms: u64) -> ReadContext {
+        ReadContext {
+            at: Duration::from_millis(ms),
+            busy_cpu_seconds: None,
+        }
+    }
+
+    fn zones(r: &SourceReading) -> Vec<(&str, f64)> {
+        r.zones.iter().map(|(z, j)| (z.as_str(), *j)).collect()
+    }
+
+    #[test]
+    fn amd_energy_counters() {
+        let t = Tree::new();
+        let d = "class/hwmon/hwmon2";
+        t.file(&format!("{d}/name"), "amd_energy")
+            .file(&format!("{d}/energy1_label"), "Ecore000")
+            .file(&format!("{d}/energy1_input"), "1000000")
+            .file(&format!("{d}/energy2_label"), "Ecore001")
+            .file(&format!("{d}/energy2_input"), "2000000")
+            .file(&format!("{d}/energy3_label"), "Esocket0")
+            .file(&format!("{d}/energy3_input"), "9000000");
+        // A temperature-only chip is ignored.
+        t.file("class/hwmon/hwmon0/name", "k10temp")
+            .file("class/hwmon/hwmon0/temp1_input", "40000");
+        let o = open(t.root(), 1000.0).unwrap();
+        assert_eq!(
+            o.description,
+            "3 energy counter(s) and 0 power sensor(s) on hwmon2 (amd_energy), zones core, package"
+        );
+        let mut h = o.source;
+        h.read(&at(0));
+        t.file(&format!("{d}/energy1_input"), "4000000")
+            .file(&format!("{d}/energy2_input"), "3000000")
+            .file(&format!("{d}/energy3_input"), "21000000");
+        assert_eq!(
+            zones(&h.read(&at(1000))),
+            [("core", 4.0), ("package", 12.0)]
+        );
+    }
+
+    #[test]
+    fn power_only_sensor_is_integrated_over_time() {
+        let t = Tree::new();
+        let d = "class/hwmon/hwmon1";
+        t.file(&format!("{d}/name"), "ina3221")
+            .file(&format!("{d}/power1_label"), "VDD_IN")
+            .file(&format!("{d}/power1_input"), "5000000")
+            .file(&format!("{d}/power1_average"), "4000000");
+        let mut h = Hwmon::open(t.root(), 1000.0).unwrap();
+        assert_eq!(zones(&h.read(&at(0))), [("vdd_in", 0.0)]);
+        t.file(&format!("{d}/power1_input"), "7000000");
+        // (5 W + 7 W) / 2 × 2 s = 12 J: _input is used, not _average.
+        assert_eq!(zones(&h.read(&at(2000))), [("vdd_in", 12.0)]);
+        t.file(&format!("{d}/power1_input"), "7000000");
+        assert_eq!(zones(&h.read(&at(2500))), [("vdd_in", 15.5)]);
+    }
+
+    #[test]
+    fn acpi_power_meter_under_device() {
+        let t = Tree::new();
+        let d = "class/hwmon/hwmon3";
+        t.file(&format!("{d}/name"), "power_meter")
+            .file(&format!("{d}/device/power1_average"), "250000000");
+        let mut h = Hwmon::open(t.root(), 1000.0).unwrap();
+        h.read(&at(0));
+        assert_eq!(zones(&h.read(&at(1000))), [("platform", 250.0)]);
+    }
+
+    #[test]
+    fn no_sensors_and_bad_values() {
+        let t = Tree::new();
+        assert!(
+            Hwmon::open(t.root(), 1000.0)
+                .err()
+                .unwrap()
+                .contains("class/hwmon does not exist")
+        );
+        t.file("class/hwmon/hwmon0/name", "k10temp")
+            .file("class/hwmon/hwmon0/temp1_input", "40000");
+        assert!(
+            Hwmon::open(t.root(), 1000.0)
+                .err()
+                .unwrap()
+                .contains("no energy or power sensors among 1 hwmon chip(s)")
+        );
+        t.file("class/hwmon/hwmon1/name", "x")
+            .file("class/hwmon/hwmon1/energy1_input", "n/a");
+        let e = Hwmon::open(t.root(), 1000.0).err().unwrap();
+        assert!(e.contains("\"n/a\" is not a non-negative integer"), "{e}");
+    }
+
+    #[test]
+    fn zone_names() {
+        assert_eq!(
+            zone_for("amd_energy", Some("Esocket1"), "energy", 9),
+            "package"
+        );
+        assert_eq!(zone_for("mychip", None, "power", 2), "mychip_power2");
+        assert_eq!(zone_for("ina3221", Some("VDD CPU"), "power", 1), "vdd_cpu");
+        assert_eq!(parse_attr("energy12_input"), Some(("energy", 12, "input")));
+        assert_eq!(parse_attr("name"), None);
+    }
+}

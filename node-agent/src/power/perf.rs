@@ -1,0 +1,397 @@
+//! RAPL through the perf `power` PMU: `<sysfs>/bus/event_source/devices/power/{type,cpumask,
+//! events/energy-*,format/*}`. Counts are 64-bit (no wrap) in units of each event's `.scale`
+//! joules; one CPU per socket, from the PMU's cpumask. Opening the events needs CAP_PERFMON (or
+//! kernel.perf_event_paranoid ≤ 0), not root: the least-privilege way to read RAPL.
+
+use std::{
+    fs::File,
+    io::Read as _,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
+
+use super::{
+    EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update, list_dir,
+    read_attr, read_u64, sum_by_zone,
+};
+use crate::kernel::sys;
+
+/// One energy event of the PMU, as sysfs describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PmuEvent {
+    /// `energy-pkg`, …
+    pub name: String,
+    /// The zone it measures, named as powercap names it (`package`, `core`, `uncore`, `dram`,
+    /// `psys`).
+    pub zone: String,
+    pub config: u64,
+    /// Joules per count.
+    pub scale: f64,
+}
+
+/// The `power` PMU's sysfs description.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PmuDescription {
+    pub dir: PathBuf,
+    pub type_: u32,
+    /// One CPU per socket.
+    pub cpus: Vec<u32>,
+    pub events: Vec<PmuEvent>,
+}
+
+/// The zone an event measures: the perf names of RAPL domains mapped to powercap's.
+pub fn zone_for_event(event: &str) -> Option<&'static str> {
+    Some(match event.strip_prefix("energy-")? {
+        "pkg" => "package",
+        "cores" => "core",
+        // PP1, the client GPU plane, is the zone powercap calls "uncore".
+        "gpu" => "uncore",
+        "ram" => "dram",
+        "psys" => "psys",
+        _ => return None,
+    })
+}
+
+/// Parses a CPU list like `0`, `0,28` or `0-3,8-11`.
+pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a || b - a > 65_536 {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+/// Turns an event string like `event=0x02` into the config value, using the PMU's `format/`
+/// files (`config:0-7`) to place each term's bits.
+pub fn parse_event_config(event: &str, format: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let mut config = 0u64;
+    for term in event.trim().split(',').filter(|t| !t.is_empty()) {
+        let (key, value) = term.split_once('=').unwrap_or((term, "1"));
+        let value = match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+            None => value.parse().ok()?,
+        };
+        let fmt = format(key)?;
+        let bits = fmt.trim().strip_prefix("config:")?;
+        let (lo, hi) = match bits.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?),
+            None => {
+                let b = bits.parse::<u32>().ok()?;
+                (b, b)
+            }
+        };
+        if hi < lo || hi > 63 {
+            return None;
+        }
+        let width = hi - lo + 1;
+        let mask = if width == 64 {
+            u64::MAX
+        } else {
+            (1u64 << width) - 1
+        };
+        if value & !mask != 0 {
+            return None;
+        }
+        config |= value << lo;
+    }
+    Some(config)
+}
+
+/// Reads the PMU's description from `<sysfs>/bus/event_source/devices/power`.
+pub fn describe(sysfs: &Path) -> Result<PmuDescription, String> {
+    let dir = sysfs.join("bus/event_source/devices/power");
+    if !dir.exists() {
+        return Err(format!(
+            "no power PMU at {}: the CPU or the hypervisor exposes no RAPL counters to perf (most \
+             VMs), or the kernel lacks the RAPL perf driver (CONFIG_PERF_EVENTS_INTEL_RAPL / \
+             AMD's, Linux 5.8+)",
+            dir.display()
+        ));
+    }
+    let type_ = u32::try_from(read_u64(&dir.join("type"))?)
+        .map_err(|_| format!("{}/type is out of range", dir.display()))?;
+    let cpumask = read_attr(&dir.join("cpumask"))?;
+    let cpus = parse_cpu_list(&cpumask)
+        .ok_or_else(|| format!("{}/cpumask: {cpumask:?} is not a CPU list", dir.display()))?;
+    let events_dir = dir.join("events");
+    let names = list_dir(&events_dir).map_err(|e| super::describe_read_error(&events_dir, &e))?;
+    let mut events = Vec::new();
+    for name in names {
+        if name.contains('.') {
+            continue;
+        }
+        let Some(zone) = zone_for_event(&name) else {
+            continue;
+        };
+        let spec = read_attr(&events_dir.join(&name))?;
+        let config =
+            parse_event_config(&spec, |term| read_attr(&dir.join("format").join(term)).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{}: cannot make a perf config of {spec:?} with the PMU's format/ files",
+                        events_dir.join(&name).display()
+                    )
+                })?;
+        let scale_path = events_dir.join(format!("{name}.scale"));
+        let scale_text = read_attr(&scale_path)?;
+        let scale: f64 = scale_text
+            .parse()
+            .ok()
+            .filter(|s: &f64| s.is_finite() && *s > 0.0)
+            .ok_or_else(|| {
+                format!(
+                    "{}: {scale_text:?} is not a positive scale",
+                    scale_path.display()
+                )
+            })?;
+        let unit_path = events_dir.join(format!("{name}.unit"));
+        let unit = read_attr(&unit_path)?;
+        if unit != "Joules" {
+            return Err(format!(
+                "{}: unit {unit:?}, expected \"Joules\"",
+                unit_path.display()
+            ));
+        }
+        events.push(PmuEvent {
+            name,
+            zone: zone.to_owned(),
+            config,
+            scale,
+        });
+    }
+    if events.is_empty() {
+        return Err(format!("{} lists no energy-* events", events_dir.display()));
+    }
+    Ok(PmuDescription {
+        dir,
+        type_,
+        cpus,
+        events,
+    })
+}
+
+struct OpenEvent {
+    zone: String,
+    file: File,
+    counter: EnergyCounter,
+}
+
+pub struct PerfPower {
+    events: Vec<OpenEvent>,
+    ceiling_watts: f64,
+}
+
+pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
+    let d = describe(sysfs)?;
+    let mut events = Vec::new();
+    for e in &d.events {
+        for &cpu in &d.cpus {
+            let fd: OwnedFd = sys::perf_event_open_cpu(d.type_, e.config, cpu)
+                .map_err(|err| describe_open_error(&d, e, cpu, &err))?;
+            events.push(OpenEvent {
+                zone: e.zone.clone(),
+                file: File::from(fd),
+                counter: EnergyCounter::new(e.scale, None),
+            });
+        }
+    }
+    let zones: Vec<&str> = d.events.iter().map(|e| e.zone.as_str()).collect();
+    Ok(Opened {
+        kind: SourceKind::Perf,
+        estimated: false,
+        description: format!(
+            "{} event(s) on {} socket(s) (CPUs {:?}), zones {}",
+            d.events.len(),
+            d.cpus.len(),
+            d.cpus,
+            zones.join(", ")
+        ),
+        model_family: None,
+        source: Box::new(PerfPower {
+            events,
+            ceiling_watts,
+        }),
+    })
+}
+
+fn describe_open_error(d: &PmuDescription, e: &PmuEvent, cpu: u32, err: &std::io::Error) -> String {
+    let what = format!("opening power/{} on CPU {cpu}", e.name);
+    match err.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "{what}: permission denied: grant CAP_PERFMON (or set kernel.perf_event_paranoid to \
+             0 or lower)"
+        ),
+        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+            format!(
+                "{what}: the running kernel has no such event (PMU type {} from {}): this sysfs \
+                 tree does not describe this machine's hardware",
+                d.type_,
+                d.dir.display()
+            )
+        }
+        _ => format!("{what}: {err}"),
+    }
+}
+
+impl EnergySource for PerfPower {
+    fn read(&mut self, ctx: &ReadContext) -> SourceReading {
+        let mut out = SourceReading::default();
+        for e in &mut self.events {
+            let mut buf = [0u8; 8];
+            match e.file.read_exact(&mut buf) {
+                Ok(()) => {
+                    let raw = u64::from_ne_bytes(buf);
+                    if let Update::Dropped(reason) =
+                        e.counter.update(raw, ctx.at, self.ceiling_watts)
+                    {
+                        out.dropped.push((e.zone.clone(), reason));
+                    }
+                }
+                Err(err) => out.errors.push(format!(
+                    "reading the perf power event for {}: {err}",
+                    e.zone
+                )),
+            }
+        }
+        out.zones = sum_by_zone(
+            self.events
+                .iter()
+                .map(|e| (e.zone.as_str(), e.counter.joules())),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::power::fixture::Tree;
+
+    const PMU: &str = "bus/event_source/devices/power";
+
+    /// A two-socket Intel server's `power` PMU, as sysfs shows it.
+    fn pmu_tree(type_: &str) -> Tree {
+        let t = Tree::new();
+        let scale = "2.3283064365386962890625e-10";
+        t.file(&format!("{PMU}/type"), type_)
+            .file(&format!("{PMU}/cpumask"), "0,28")
+            .file(&format!("{PMU}/format/event"), "config:0-7")
+            .file(&format!("{PMU}/events/energy-pkg"), "event=0x02")
+            .file(&format!("{PMU}/events/energy-pkg.scale"), scale)
+            .file(&format!("{PMU}/events/energy-pkg.unit"), "Joules")
+            .file(&format!("{PMU}/events/energy-ram"), "event=0x03")
+            .file(&format!("{PMU}/events/energy-ram.scale"), scale)
+            .file(&format!("{PMU}/events/energy-ram.unit"), "Joules")
+            .file(&format!("{PMU}/events/energy-psys"), "event=0x05")
+            .file(&format!("{PMU}/events/energy-psys.scale"), scale)
+            .file(&format!("{PMU}/events/energy-psys.unit"), "Joules");
+        t
+    }
+
+    #[test]
+    fn parses_a_fixture_pmu() {
+        let t = pmu_tree("24");
+        let d = describe(t.root()).unwrap();
+        assert_eq!(d.type_, 24);
+        assert_eq!(d.cpus, [0, 28]);
+        let got: Vec<(&str, &str, u64)> = d
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.zone.as_str(), e.config))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("energy-pkg", "package", 2),
+                ("energy-psys", "psys", 5),
+                ("energy-ram", "dram", 3)
+            ]
+        );
+        assert_eq!(d.events[0].scale, 2f64.powi(-32));
+    }
+
+    #[test]
+    fn fixture_events_cannot_be_opened_here_and_say_why() {
+        // Type 4242 is no PMU of this kernel: the tree parses, opening reports the mismatch.
+        let t = pmu_tree("4242");
+        let e = open(t.root(), 1000.0).unwrap_err();
+        assert!(
+            e.contains("opening power/energy-pkg on CPU 0")
+                && e.contains("does not describe this machine's hardware"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_live_machine_has_no_power_pmu_and_says_so() {
+        // These VMs have no RAPL; on hardware with RAPL this would open.
+        match open(Path::new("/sys"), 1000.0) {
+            Ok(o) => assert!(o.description.contains("zones")),
+            Err(e) => assert!(
+                e.contains("no power PMU at /sys/bus/event_source/devices/power")
+                    || e.contains("permission denied"),
+                "{e}"
+            ),
+        }
+    }
+
+    #[test]
+    fn bad_descriptions_are_errors_not_panics() {
+        let t = pmu_tree("24");
+        t.file(&format!("{PMU}/events/energy-pkg.unit"), "Watts");
+        assert!(
+            describe(t.root())
+                .unwrap_err()
+                .contains("expected \"Joules\"")
+        );
+        let t = pmu_tree("24");
+        t.file(&format!("{PMU}/cpumask"), "zero");
+        assert!(describe(t.root()).unwrap_err().contains("not a CPU list"));
+        let t = pmu_tree("x");
+        assert!(
+            describe(t.root())
+                .unwrap_err()
+                .contains("not a non-negative")
+        );
+        let t = pmu_tree("24");
+        t.file(&format!("{PMU}/events/energy-pkg"), "event=0x1ff");
+        assert!(
+            describe(t.root())
+                .unwrap_err()
+                .contains("cannot make a perf config")
+        );
+        let t = pmu_tree("24");
+        t.remove(&format!("{PMU}/events/energy-ram.scale"));
+        assert!(
+            describe(t.root())
+                .unwrap_err()
+                .contains("energy-ram.scale is missing")
+        );
+    }
+
+    #[test]
+    fn cpu_lists_and_configs() {
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("0-2,8\n"), Some(vec![0, 1, 2, 8]));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        let fmt = |t: &str| match t {
+            "event" => Some("config:0-7".to_owned()),
+            "umask" => Some("config:8-15".to_owned()),
+            _ => None,
+        };
+        assert_eq!(parse_event_config("event=0x02", fmt), Some(2));
+        assert_eq!(parse_event_config("event=0x3c,umask=1", fmt), Some(0x13c));
+        assert_eq!(parse_event_config("cmask=1", fmt), None);
+        assert_eq!(parse_event_config("event=zz", fmt), None);
+    }
+}

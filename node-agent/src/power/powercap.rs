@@ -1,0 +1,444 @@
+//! RAPL through the powercap class: `<sysfs>/class/powercap/intel-rapl:N[:M]/{name,energy_uj,
+//! max_energy_range_uj}`. Every package (socket) and its subzones; same-named zones of several
+//! sockets summed; `intel-rapl-mmio` duplicates of the packages dropped; each counter's wrap
+//! handled with its own `max_energy_range_uj`. AMD Zen uses the same driver and names.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update,
+    describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
+};
+
+const UJ: f64 = 1e-6;
+
+#[derive(Debug)]
+struct Counter {
+    /// The package the zone belongs to, e.g. `intel-rapl:1` for `intel-rapl:1:0`.
+    socket: String,
+    zone: String,
+    energy_path: PathBuf,
+    counter: EnergyCounter,
+}
+
+#[derive(Debug)]
+pub struct Powercap {
+    counters: Vec<Counter>,
+    ceiling_watts: f64,
+    sockets: usize,
+    mmio_dropped: usize,
+    /// Zones that could not be opened, with the reason.
+    skipped: Vec<String>,
+}
+
+pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
+    let p = Powercap::open(sysfs, ceiling_watts)?;
+    Ok(Opened {
+        kind: SourceKind::Powercap,
+        estimated: false,
+        description: p.describe(),
+        model_family: None,
+        source: Box::new(p),
+    })
+}
+
+/// `package-0` → `package`, `psys` → `psys`: the socket number is not part of the zone.
+pub fn zone_name(name: &str) -> String {
+    let base = match name.rsplit_once('-') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    };
+    base.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Powercap {
+    pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Self, String> {
+        let dir = sysfs.join("class/powercap");
+        let names = list_dir(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{} does not exist: the kernel has no powercap support (CONFIG_POWERCAP and \
+                     the intel_rapl modules), or the machine exposes no RAPL (most VMs)",
+                    dir.display()
+                )
+            } else {
+                describe_read_error(&dir, &e)
+            }
+        })?;
+        let mut counters = Vec::new();
+        let mut mmio = Vec::new();
+        let mut skipped = Vec::new();
+        for name in names {
+            // intel-rapl-mmio:N repeats package N through another interface: counting both
+            // would double the package.
+            let (is_mmio, rest) = match name.strip_prefix("intel-rapl-mmio:") {
+                Some(rest) => (true, rest),
+                None => match name.strip_prefix("intel-rapl:") {
+                    Some(rest) => (false, rest),
+                    None => continue,
+                },
+            };
+            if !rest.split(':').all(|p| p.parse::<u32>().is_ok()) {
+                continue;
+            }
+            match open_counter(&dir.join(&name), &name) {
+                Ok(c) if is_mmio => mmio.push(c),
+                Ok(c) => counters.push(c),
+                Err(e) => skipped.push(e),
+            }
+        }
+        let mmio_dropped = mmio.len();
+        if counters.is_empty() && !mmio.is_empty() {
+            // Only the MMIO interface is there: then it is not a duplicate.
+            counters = mmio;
+        }
+        if counters.is_empty() {
+            return Err(if skipped.is_empty() {
+                format!(
+                    "no intel-rapl zones under {}: load the intel_rapl_msr module (Intel, or AMD \
+                     Zen on Linux 5.11+); most VMs expose no RAPL",
+                    dir.display()
+                )
+            } else {
+                skipped.join("; ")
+            });
+        }
+        let mut sockets: Vec<&str> = counters
+            .iter()
+            .filter(|c| c.zone == "package")
+            .map(|c| c.socket.as_str())
+            .collect();
+        sockets.sort_unstable();
+        sockets.dedup();
+        let sockets = sockets.len();
+        Ok(Self {
+            counters,
+            ceiling_watts,
+            sockets,
+            mmio_dropped: if mmio_dropped > 0 && sockets > 0 {
+                mmio_dropped
+            } else {
+                0
+            },
+            skipped,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        let zones: Vec<String> = sum_by_zone(self.counters.iter().map(|c| (c.zone.as_str(), 0.0)))
+            .into_iter()
+            .map(|(z, _)| z)
+            .collect();
+        let mut d = format!(
+            "{} RAPL counter(s) on {} socket(s), zones {}",
+            self.counters.len(),
+            self.sockets,
+            zones.join(", ")
+        );
+        if self.mmio_dropped > 0 {
+            d.push_str(&format!(
+                "; {} intel-rapl-mmio duplicate(s) dropped",
+                self.mmio_dropped
+            ));
+        }
+        for s in &self.skipped {
+            d.push_str(&format!("; skipped: {s}"));
+        }
+        d
+    }
+}
+
+fn open_counter(dir: &Path, id: &str) -> Result<Counter, String> {
+    let zone = zone_name(&read_attr(&dir.join("name"))?);
+    let max = read_u64(&dir.join("max_energy_range_uj"))?;
+    let energy_path = dir.join("energy_uj");
+    // Read once now, so that an unreadable or broken counter is reported at start.
+    read_u64(&energy_path)?;
+    Ok(Counter {
+        socket: id.split(':').take(2).collect::<Vec<_>>().join(":"),
+        zone,
+        energy_path,
+        counter: EnergyCounter::new(UJ, Some(max)),
+    })
+}
+
+impl EnergySource for Powercap {
+    fn read(&mut self, ctx: &ReadContext) -> SourceReading {
+        let mut out = SourceReading::default();
+        for c in &mut self.counters {
+            match read_u64(&c.energy_path) {
+                Ok(raw) => {
+                    if let Update::Dropped(reason) =
+                        c.counter.update(raw, ctx.at, self.ceiling_watts)
+                    {
+                        out.dropped.push((c.zone.clone(), reason));
+                    }
+                }
+                Err(e) => out.errors.push(e),
+            }
+        }
+        out.zones = sum_by_zone(
+            self.counters
+                .iter()
+                .map(|c| (c.zone.as_str(), c.counter.joules())),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::power::{DropReason, fixture::Tree};
+
+    const MAX: u64 = 262_143_328_850;
+
+    fn zone(t: &Tree, id: &str, name: &str, uj: u64) {
+        let d = format!("class/powercap/{id}");
+        t.file(&format!("{d}/name"), name)
+            .file(&format!("{d}/energy_uj"), &uj.to_string())
+            .file(&format!("{d}/max_energy_range_uj"), &MAX.to_string());
+    }
+
+    fn set(t: &Tree, id: &str, uj: u64) {
+        t.file(&format!("class/powercap/{id}/energy_uj"), &uj.to_string());
+    }
+
+    fn at(secs: u64) -> ReadContext {
+        ReadContext {
+            at: Duration::from_secs(secs),
+            busy_cpu_seconds: None,
+        }
+    }
+
+    fn zones(r: &SourceReading) -> Vec<(&str, f64)> {
+        r.zones.iter().map(|(z, j)| (z.as_str(), *j)).collect()
+    }
+
+    #[test]
+    fn one_socket_with_subzones() {
+        let t = Tree::new();
+        t.file("class/powercap/intel-rapl/enabled", "1"); // the control type: not a zone
+        zone(&t, "intel-rapl:0", "package-0", 1_000_000);
+        zone(&t, "intel-rapl:0:0", "core", 500_000);
+        zone(&t, "intel-rapl:0:1", "uncore", 0);
+        zone(&t, "intel-rapl:0:2", "dram", 7);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        assert_eq!(
+            p.describe(),
+            "4 RAPL counter(s) on 1 socket(s), zones core, dram, package, uncore"
+        );
+        assert_eq!(
+            zones(&p.read(&at(0))),
+            [
+                ("core", 0.0),
+                ("dram", 0.0),
+                ("package", 0.0),
+                ("uncore", 0.0)
+            ]
+        );
+        set(&t, "intel-rapl:0", 31_000_000);
+        set(&t, "intel-rapl:0:0", 20_500_000);
+        set(&t, "intel-rapl:0:1", 1_000_000);
+        set(&t, "intel-rapl:0:2", 5_000_007);
+        let r = p.read(&at(1));
+        assert_eq!(
+            zones(&r),
+            [
+                ("core", 20.0),
+                ("dram", 5.0),
+                ("package", 30.0),
+                ("uncore", 1.0)
+            ]
+        );
+        assert!(r.dropped.is_empty() && r.errors.is_empty());
+    }
+
+    #[test]
+    fn two_sockets_are_summed_per_zone() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 0);
+        zone(&t, "intel-rapl:0:0", "dram", 0);
+        zone(&t, "intel-rapl:1", "package-1", 0);
+        zone(&t, "intel-rapl:1:0", "dram", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        assert!(p.describe().contains("on 2 socket(s), zones dram, package"));
+        p.read(&at(0));
+        set(&t, "intel-rapl:0", 100_000_000);
+        set(&t, "intel-rapl:1", 60_000_000);
+        set(&t, "intel-rapl:0:0", 10_000_000);
+        set(&t, "intel-rapl:1:0", 12_000_000);
+        assert_eq!(zones(&p.read(&at(1))), [("dram", 22.0), ("package", 160.0)]);
+    }
+
+    #[test]
+    fn amd_package_and_core_without_dram() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 5);
+        zone(&t, "intel-rapl:0:0", "core", 5);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        set(&t, "intel-rapl:0", 40_000_005);
+        set(&t, "intel-rapl:0:0", 25_000_005);
+        assert_eq!(zones(&p.read(&at(1))), [("core", 25.0), ("package", 40.0)]);
+    }
+
+    #[test]
+    fn mmio_duplicates_are_dropped() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 0);
+        zone(&t, "intel-rapl-mmio:0", "package-0", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        assert!(
+            p.describe()
+                .contains("1 intel-rapl-mmio duplicate(s) dropped")
+        );
+        p.read(&at(0));
+        set(&t, "intel-rapl:0", 10_000_000);
+        set(&t, "intel-rapl-mmio:0", 10_000_000);
+        assert_eq!(zones(&p.read(&at(1))), [("package", 10.0)]);
+    }
+
+    #[test]
+    fn mmio_alone_is_used() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl-mmio:0", "package-0", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        set(&t, "intel-rapl-mmio:0", 3_000_000);
+        assert_eq!(zones(&p.read(&at(1))), [("package", 3.0)]);
+    }
+
+    #[test]
+    fn wrap_between_reads_is_exact() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", MAX - 4_000_000);
+        zone(&t, "intel-rapl:1", "package-1", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        // Socket 0 wraps: 4 J to the top, then 6 J. Socket 1 adds 2 J.
+        set(&t, "intel-rapl:0", 6_000_000);
+        set(&t, "intel-rapl:1", 2_000_000);
+        let r = p.read(&at(1));
+        assert_eq!(zones(&r), [("package", 12.0)]);
+        assert!(r.dropped.is_empty());
+    }
+
+    #[test]
+    fn backwards_jump_is_dropped_and_counted() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 50_000_000);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        set(&t, "intel-rapl:0", 60_000_000);
+        assert_eq!(zones(&p.read(&at(1))), [("package", 10.0)]);
+        set(&t, "intel-rapl:0", 1_000_000); // counter reset, not a wrap
+        let r = p.read(&at(2));
+        assert_eq!(zones(&r), [("package", 10.0)]);
+        assert_eq!(r.dropped, [("package".to_owned(), DropReason::Backwards)]);
+        set(&t, "intel-rapl:0", 21_000_000);
+        assert_eq!(zones(&p.read(&at(3))), [("package", 30.0)]);
+    }
+
+    #[test]
+    fn spike_above_the_ceiling_is_dropped() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        set(&t, "intel-rapl:0", 250_000_000_000); // 250 kJ in a second
+        let r = p.read(&at(1));
+        assert_eq!(zones(&r), [("package", 0.0)]);
+        assert_eq!(
+            r.dropped,
+            [("package".to_owned(), DropReason::AboveCeiling)]
+        );
+    }
+
+    #[test]
+    fn non_numeric_value() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 0);
+        zone(&t, "intel-rapl:0:0", "dram", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        t.file("class/powercap/intel-rapl:0:0/energy_uj", "garbage");
+        set(&t, "intel-rapl:0", 1_000_000);
+        let r = p.read(&at(1));
+        assert_eq!(zones(&r), [("dram", 0.0), ("package", 1.0)]);
+        assert_eq!(r.errors.len(), 1);
+        assert!(
+            r.errors[0].contains("intel-rapl:0:0/energy_uj: \"garbage\" is not"),
+            "{:?}",
+            r.errors
+        );
+
+        // At start, a broken counter is skipped and said so; if it is the only one, the source
+        // cannot be used.
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 0);
+        t.file("class/powercap/intel-rapl:0/energy_uj", "-5");
+        let e = Powercap::open(t.root(), 1000.0).unwrap_err();
+        assert!(e.contains("\"-5\" is not a non-negative integer"), "{e}");
+    }
+
+    #[test]
+    fn missing_file() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 0);
+        zone(&t, "intel-rapl:0:0", "dram", 0);
+        t.remove("class/powercap/intel-rapl:0:0/max_energy_range_uj");
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        assert!(
+            p.describe().contains("skipped: ")
+                && p.describe()
+                    .contains("intel-rapl:0:0/max_energy_range_uj is missing"),
+            "{}",
+            p.describe()
+        );
+        p.read(&at(0));
+        t.remove("class/powercap/intel-rapl:0/energy_uj");
+        let r = p.read(&at(1));
+        assert_eq!(zones(&r), [("package", 0.0)]);
+        assert!(r.errors[0].ends_with("intel-rapl:0/energy_uj is missing"));
+    }
+
+    #[test]
+    fn no_powercap_at_all() {
+        let t = Tree::new();
+        let e = Powercap::open(t.root(), 1000.0).unwrap_err();
+        assert!(e.contains("class/powercap does not exist"), "{e}");
+        t.file("class/powercap/dtpm/enabled", "1");
+        let e = Powercap::open(t.root(), 1000.0).unwrap_err();
+        assert!(e.contains("no intel-rapl zones"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_energy_names_the_cve_and_the_alternatives() {
+        let e = describe_read_error(
+            Path::new("/sys/class/powercap/intel-rapl:0/energy_uj"),
+            &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(e.contains("CVE-2020-8694"), "{e}");
+        assert!(e.contains("CAP_DAC_READ_SEARCH") && e.contains("--power-source perf"));
+    }
+
+    #[test]
+    fn zone_names() {
+        assert_eq!(zone_name("package-0"), "package");
+        assert_eq!(zone_name("package-12"), "package");
+        assert_eq!(zone_name("psys"), "psys");
+        assert_eq!(zone_name("DRAM"), "dram");
+        assert_eq!(zone_name("odd name-x"), "odd_name_x");
+    }
+}
