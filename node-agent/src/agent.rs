@@ -16,7 +16,8 @@ use crate::{
     cgroup::{CgroupTree, locate_cgroup2},
     config::Options,
     exporter::{self, Latest, Published},
-    kernel::{KernelCounters, probe},
+    kernel::{KernelCounters, probe, snapshot::monotonic_now},
+    power::{self, Meter, ReadContext},
 };
 
 /// Stops early, with the fix, when the process cannot load eBPF.
@@ -50,6 +51,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let (_, pmu_reason) = counters.pmu();
     info!("sched_switch accounting attached; PMU: {pmu_reason}");
 
+    let meter = open_power(&opts)?;
+
     let latest = Arc::new(Latest::default());
     let registry = exporter::registry(latest.clone(), &opts.node_name());
     let listener = exporter::bind(addr).await?;
@@ -64,9 +67,19 @@ pub async fn run(opts: Options) -> Result<()> {
         let latest = latest.clone();
         let stop = stop.clone();
         let interval = opts.interval;
+        let mut meter = meter;
         thread::Builder::new()
             .name("measure".into())
-            .spawn(move || measure_loop(&mut counters, &mut tree, &latest, interval, &stop))
+            .spawn(move || {
+                measure_loop(
+                    &mut counters,
+                    &mut tree,
+                    &mut meter,
+                    &latest,
+                    interval,
+                    &stop,
+                )
+            })
             .context("starting the measuring thread")?
     };
 
@@ -84,21 +97,83 @@ pub async fn run(opts: Options) -> Result<()> {
     served
 }
 
-/// Reads the kernel counters at each tick and publishes the snapshot. A failed read is logged,
-/// counted and retried at the next tick; the previous snapshot stays published.
+/// Probes the power sources, logs what each offers, and opens the chosen one (or says why none).
+pub fn open_power(opts: &Options) -> Result<Meter> {
+    let selection = power::select(&opts.power_options());
+    for p in &selection.probes {
+        match &p.outcome {
+            Ok(found) => info!("power source {}: {found}", p.kind),
+            Err(why) => info!("power source {} cannot be used: {why}", p.kind),
+        }
+    }
+    let Some(opened) = selection.chosen else {
+        let reasons: Vec<String> = selection
+            .probes
+            .iter()
+            .filter_map(|p| p.outcome.as_ref().err().map(|e| format!("{}: {e}", p.kind)))
+            .collect();
+        bail!(
+            "no power source: {}. {}. Run `wattlet check` for details; --power-source model \
+             estimates power on any node",
+            selection.why,
+            reasons.join("; ")
+        );
+    };
+    info!("using power source {}: {}", opened.kind, selection.why);
+    if opened.estimated {
+        warn!(
+            "no power sensor used: node power is modelled from CPU busy time and exported with \
+             estimated=\"true\""
+        );
+    }
+    Ok(Meter::new(opened))
+}
+
+/// Reads the kernel counters and the power source at each tick and publishes the snapshot. A
+/// failed read is logged, counted and retried at the next tick; the previous snapshot stays
+/// published.
 fn measure_loop(
     counters: &mut KernelCounters,
     tree: &mut CgroupTree,
+    meter: &mut Meter,
     latest: &Latest,
     interval: Duration,
     stop: &AtomicBool,
 ) {
     let mut errors = 0u64;
+    let mut power_errors = 0u64;
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        match counters.read(tree) {
-            Ok(snapshot) => latest.publish(Published::new(snapshot, started.elapsed(), errors)),
+        let read = counters.read(tree);
+        let ctx = match &read {
+            Ok(s) => ReadContext {
+                at: s.at,
+                busy_cpu_seconds: Some(s.busy_ns() as f64 / 1e9),
+            },
+            Err(_) => ReadContext {
+                at: monotonic_now(),
+                busy_cpu_seconds: None,
+            },
+        };
+        let (power, failures) = meter.read(&ctx);
+        for f in failures {
+            power_errors += 1;
+            // The first failures, then one in a hundred: a broken file fails at every tick.
+            if power_errors <= 10 || power_errors.is_multiple_of(100) {
+                warn!(
+                    "reading power from {} failed ({power_errors} so far): {f}",
+                    meter.kind()
+                );
+            }
+        }
+        match read {
+            Ok(snapshot) => latest.publish(Published::new(
+                snapshot,
+                Some(power),
+                started.elapsed(),
+                errors,
+            )),
             Err(e) => {
                 errors += 1;
                 warn!("reading kernel counters failed ({errors} so far): {e:#}");

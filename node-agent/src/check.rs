@@ -6,6 +6,7 @@ use crate::{
     cgroup::locate_cgroup2,
     config::Options,
     kernel::{KernelCounters, KernelOptions, PmuMode, probe},
+    power::{self, SourceKind},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,9 +25,22 @@ pub struct Item {
     pub detail: String,
 }
 
+/// One power source as probed on this node.
+#[derive(Debug)]
+pub struct PowerLine {
+    pub kind: SourceKind,
+    pub chosen: bool,
+    /// What it found, or why it cannot be used.
+    pub outcome: Result<String, String>,
+}
+
 #[derive(Debug)]
 pub struct Report {
     pub items: Vec<Item>,
+    /// Every power source, in the order they were considered.
+    pub power: Vec<PowerLine>,
+    /// Why the chosen power source was chosen (or why none could be).
+    pub power_why: String,
     pub will_use: Vec<String>,
 }
 
@@ -45,6 +59,16 @@ impl Report {
             };
             let _ = writeln!(out, "  [{mark}] {:<12} {}", i.what, i.detail);
         }
+        out.push_str("\nPower sources, in the order considered:\n");
+        for p in &self.power {
+            let (mark, text) = match (&p.outcome, p.chosen) {
+                (Ok(found), true) => ("use ", found.as_str()),
+                (Ok(found), false) => ("ok  ", found.as_str()),
+                (Err(why), _) => ("no  ", why.as_str()),
+            };
+            let _ = writeln!(out, "  [{mark}] {:<9} {text}", p.kind.as_str());
+        }
+        let _ = writeln!(out, "  Choice: {}.", self.power_why);
         out.push('\n');
         if self.can_run() {
             out.push_str("The agent will use:\n");
@@ -178,5 +202,56 @@ pub fn run_checks(opts: &Options) -> Report {
         }
     }
 
-    Report { items, will_use }
+    let selection = power::select(&opts.power_options());
+    match &selection.chosen {
+        Some(o) if o.estimated => {
+            items.push(Item {
+                what: "power",
+                status: Status::Degraded,
+                detail: format!(
+                    "power is modelled, not measured: no usable sensor (source {}); series carry \
+                     estimated=\"true\"",
+                    o.kind
+                ),
+            });
+            will_use.push(format!(
+                "modelled node power (estimated, source {}, coefficients {})",
+                o.kind,
+                o.model_family.as_deref().unwrap_or("?")
+            ));
+        }
+        Some(o) => {
+            items.push(Item {
+                what: "power",
+                status: Status::Ok,
+                detail: format!("measured by {}", o.kind),
+            });
+            will_use.push(format!("measured node energy from {}", o.kind));
+        }
+        None => items.push(Item {
+            what: "power",
+            status: Status::Fail,
+            detail: format!(
+                "{}: see the power sources below; --power-source model estimates power on any node",
+                selection.why
+            ),
+        }),
+    }
+    let chosen = selection.chosen.as_ref().map(|o| o.kind);
+    let power = selection
+        .probes
+        .into_iter()
+        .map(|p| PowerLine {
+            kind: p.kind,
+            chosen: Some(p.kind) == chosen,
+            outcome: p.outcome,
+        })
+        .collect();
+
+    Report {
+        items,
+        power,
+        power_why: selection.why,
+        will_use,
+    }
 }

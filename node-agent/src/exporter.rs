@@ -25,12 +25,17 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::kernel::{CountersSnapshot, PmuCounters};
+use crate::{
+    kernel::{CountersSnapshot, PmuCounters},
+    power::PowerSnapshot,
+};
 
 /// What the measuring loop hands to exporters each interval.
 #[derive(Debug)]
 pub struct Published {
     pub counters: CountersSnapshot,
+    /// Node energy, if a power source was read.
+    pub power: Option<PowerSnapshot>,
     /// How long the interval's read took.
     pub work: Duration,
     /// Reads that failed so far.
@@ -44,7 +49,12 @@ pub struct Published {
 const UNSEEN: &str = "(removed before it was seen)";
 
 impl Published {
-    pub fn new(counters: CountersSnapshot, work: Duration, read_errors: u64) -> Self {
+    pub fn new(
+        counters: CountersSnapshot,
+        power: Option<PowerSnapshot>,
+        work: Duration,
+        read_errors: u64,
+    ) -> Self {
         // One series per cgroup path; removed cgroups keep their final totals for the retention.
         // Two cgroups can share a path (removed and re-created): their totals are summed.
         let mut by_path: BTreeMap<String, CgroupCounters> = BTreeMap::new();
@@ -60,6 +70,7 @@ impl Published {
         }
         Self {
             counters,
+            power,
             work,
             read_errors,
             by_cgroup: by_path.into_iter().collect(),
@@ -105,6 +116,10 @@ impl Collector for SnapshotCollector {
             )?;
             busy.encode(m.encode_family(&[("mode", "busy")])?)?;
             idle.encode(m.encode_family(&[("mode", "idle")])?)?;
+        }
+
+        if let Some(power) = &p.power {
+            encode_power(&mut enc, power)?;
         }
 
         let by_path = &p.by_cgroup;
@@ -179,14 +194,17 @@ impl Collector for SnapshotCollector {
         gauge(
             &mut enc,
             "wattlet_interval_work_seconds",
-            "Time the last interval's read of the kernel counters took.",
+            "Time the last interval's reads of the kernel counters and the power source took.",
             p.work.as_secs_f64(),
         )?;
+        let power_errors = p.power.as_ref().map(|w| (w.source.as_str(), w.errors));
         counter_family(
             &mut enc,
             "wattlet_read_errors",
-            "Reads of the kernel counters that failed (see the agent's log).",
-            [([("source", "kernel")], p.read_errors as f64)],
+            "Reads that failed, by source: the kernel counters, or the power source's files and counters (see the agent's log).",
+            std::iter::once(([("source", "kernel")], p.read_errors as f64)).chain(
+                power_errors.map(|(source, n)| ([("source", source)], n as f64)),
+            ),
         )?;
         {
             let pmu = match s.pmu {
@@ -205,6 +223,73 @@ impl Collector for SnapshotCollector {
         }
         Ok(())
     }
+}
+
+fn encode_power(enc: &mut DescriptorEncoder, w: &PowerSnapshot) -> Result<(), fmt::Error> {
+    let estimated = if w.estimated { "true" } else { "false" };
+    let zones: Vec<(String, &crate::power::ZoneSample)> = w
+        .zones
+        .iter()
+        .map(|z| (escape_label_value(&z.zone), z))
+        .collect();
+    counter_family(
+        enc,
+        "wattlet_node_energy_joules",
+        "Energy of the node since the agent started, per zone. Zones overlap (core and uncore are part of package): never sum zones. estimated=\"true\" when the power is modelled (no sensor), not measured.",
+        zones
+            .iter()
+            .map(|(zone, z)| ([("zone", zone.as_str()), ("estimated", estimated)], z.joules)),
+    )?;
+    {
+        let g = ConstGauge::new(0.0);
+        let mut m = enc.encode_descriptor(
+            "wattlet_node_power_watts",
+            "Average power of the node over the last interval, per zone. Zones overlap: never sum zones. estimated=\"true\" when modelled.",
+            None,
+            g.metric_type(),
+        )?;
+        for (zone, z) in &zones {
+            if let Some(watts) = z.watts {
+                ConstGauge::new(watts).encode(
+                    m.encode_family(&[("zone", zone.as_str()), ("estimated", estimated)])?,
+                )?;
+            }
+        }
+    }
+    {
+        let info = Info::new([
+            ("source", w.source.as_str()),
+            ("estimated", estimated),
+            ("model", w.model_family.as_deref().unwrap_or("")),
+        ]);
+        let m = enc.encode_descriptor(
+            "wattlet_node_power_source",
+            "Where node energy comes from: perf (RAPL through the perf power PMU), powercap (RAPL through sysfs), hwmon (sensors), or model (estimated from CPU busy time; model names the coefficient set).",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(m)?;
+    }
+    gauge(
+        enc,
+        "wattlet_power_reading_timestamp_seconds",
+        "When the power source was last read (Unix time).",
+        w.at_unix,
+    )?;
+    let dropped: Vec<(String, &str, u64)> = w
+        .dropped
+        .iter()
+        .map(|((zone, reason), n)| (escape_label_value(zone), reason.as_str(), *n))
+        .collect();
+    counter_family(
+        enc,
+        "wattlet_power_readings_dropped",
+        "Energy readings dropped as implausible instead of being exported as spikes: backwards (a counter went back without a plausible wrap) or above_ceiling (more power than --power.ceiling-watts).",
+        dropped
+            .iter()
+            .map(|(zone, reason, n)| ([("zone", zone.as_str()), ("reason", *reason)], *n)),
+    )?;
+    Ok(())
 }
 
 /// prometheus-client writes label values as given; the exposition format needs `\\`, `\"` and
@@ -446,7 +531,12 @@ mod tests {
         let reg = registry(latest.clone(), "n1");
         let empty = render(&reg).unwrap();
         assert!(!empty.contains("wattlet_node_cpu_seconds_total"));
-        latest.publish(Published::new(snapshot(), Duration::from_millis(3), 0));
+        latest.publish(Published::new(
+            snapshot(),
+            Some(power()),
+            Duration::from_millis(3),
+            0,
+        ));
         let text = render(&reg).unwrap();
         assert!(
             text.contains("wattlet_node_cpu_seconds_total{node=\"n1\",mode=\"busy\"} 3.0"),
@@ -463,6 +553,45 @@ mod tests {
             "no PMU, no cycles series"
         );
         assert!(text.ends_with("# EOF\n"));
+        for line in [
+            "wattlet_node_energy_joules_total{node=\"n1\",zone=\"package\",estimated=\"true\"} 120.5",
+            "wattlet_node_power_watts{node=\"n1\",zone=\"package\",estimated=\"true\"} 24.1",
+            "wattlet_node_power_source_info{node=\"n1\",source=\"model\",estimated=\"true\",model=\"average\"} 1",
+            "wattlet_power_readings_dropped_total{node=\"n1\",zone=\"dram\",reason=\"backwards\"} 2",
+            "wattlet_read_errors_total{node=\"n1\",source=\"model\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(
+            !text.contains("wattlet_node_power_watts{node=\"n1\",zone=\"dram\""),
+            "no power before a second reading"
+        );
+    }
+
+    fn power() -> PowerSnapshot {
+        use crate::power::{DropReason, SourceKind, ZoneSample};
+        PowerSnapshot {
+            source: SourceKind::Model,
+            estimated: true,
+            model_family: Some("average".into()),
+            at_unix: 1.7e9,
+            zones: vec![
+                ZoneSample {
+                    zone: "dram".into(),
+                    joules: 3.0,
+                    watts: None,
+                },
+                ZoneSample {
+                    zone: "package".into(),
+                    joules: 120.5,
+                    watts: Some(24.1),
+                },
+            ],
+            dropped: [(("dram".to_owned(), DropReason::Backwards), 2)]
+                .into_iter()
+                .collect(),
+            errors: 1,
+        }
     }
 
     #[test]
