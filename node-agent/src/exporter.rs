@@ -202,9 +202,8 @@ impl Collector for SnapshotCollector {
             &mut enc,
             "wattlet_read_errors",
             "Reads that failed, by source: the kernel counters, or the power source's files and counters (see the agent's log).",
-            std::iter::once(([("source", "kernel")], p.read_errors as f64)).chain(
-                power_errors.map(|(source, n)| ([("source", source)], n as f64)),
-            ),
+            std::iter::once(([("source", "kernel")], p.read_errors as f64))
+                .chain(power_errors.map(|(source, n)| ([("source", source)], n as f64))),
         )?;
         {
             let pmu = match s.pmu {
@@ -236,9 +235,12 @@ fn encode_power(enc: &mut DescriptorEncoder, w: &PowerSnapshot) -> Result<(), fm
         enc,
         "wattlet_node_energy_joules",
         "Energy of the node since the agent started, per zone. Zones overlap (core and uncore are part of package): never sum zones. estimated=\"true\" when the power is modelled (no sensor), not measured.",
-        zones
-            .iter()
-            .map(|(zone, z)| ([("zone", zone.as_str()), ("estimated", estimated)], z.joules)),
+        zones.iter().map(|(zone, z)| {
+            (
+                [("zone", zone.as_str()), ("estimated", estimated)],
+                z.joules,
+            )
+        }),
     )?;
     {
         let g = ConstGauge::new(0.0);

@@ -13,6 +13,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod rapl_sim;
+
 /// The cgroup v2 mount of this machine.
 pub fn cgroup2_root() -> Result<PathBuf> {
     Ok(node_agent::cgroup::locate_cgroup2()?.mount_point)
@@ -209,6 +211,34 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         }
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Starts `wattlet run` on 127.0.0.1:`port` (interval 200ms, node name `e2e-node`) with `extra`
+/// arguments, and waits until /readyz says a snapshot was taken.
+pub fn start_agent(port: u16, extra: &[&std::ffi::OsStr]) -> Result<Running> {
+    let child = Command::new(agent_binary()?)
+        .args(["run", "--interval", "200ms", "--node-name", "e2e-node"])
+        .arg("--web.listen-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let agent = Running(child);
+    let addr = format!("127.0.0.1:{port}");
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http_get(&addr, "/readyz", None)
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    })?;
+    Ok(agent)
+}
+
+/// The value of the series whose line starts with `prefix` in classic text.
+pub fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A child process killed on drop.

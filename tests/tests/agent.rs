@@ -10,44 +10,19 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use integration_tests::{
-    Running, TestCgroup, agent_binary, free_port, http_get, rel_diff, require_root, wait_all,
-    wait_for,
+    Running, TestCgroup, agent_binary, free_port, http_get, rel_diff, require_root, sample,
+    start_agent, wait_all, wait_for,
 };
 
 fn workload() -> Command {
     integration_tests::workload!()
 }
 
-fn start_agent(port: u16) -> Result<Running> {
-    let child = Command::new(agent_binary()?)
-        .args(["run", "--interval", "200ms", "--node-name", "e2e-node"])
-        .arg("--web.listen-address")
-        .arg(format!("127.0.0.1:{port}"))
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let agent = Running(child);
-    let addr = format!("127.0.0.1:{port}");
-    wait_for("/readyz", Duration::from_secs(30), || {
-        http_get(&addr, "/readyz", None)
-            .ok()
-            .filter(|(s, _)| *s == 200)
-    })?;
-    Ok(agent)
-}
-
-/// The value of the series whose line starts with `prefix` in classic text.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn agent_serves_what_the_kernel_counted_and_prometheus_scrapes_it() -> Result<()> {
     require_root();
     let port = free_port()?;
-    let agent = start_agent(port)?;
+    let agent = start_agent(port, &[])?;
     let addr = format!("127.0.0.1:{port}");
 
     assert_eq!(http_get(&addr, "/healthz", None)?, (200, "ok\n".into()));

@@ -1,0 +1,232 @@
+//! A simulated powercap RAPL tree driven by a known power law: the ground truth for energy and
+//! idle power in the power and attribution tests.
+//!
+//! A thread reads the node's busy fraction from /proc/stat every step, integrates
+//! `idle + busy × busy fraction` watts, and writes the energy into `class/powercap/intel-rapl:N`
+//! (one package per socket, the law's power split evenly, plus a constant-power dram subzone),
+//! wrapping at a small `max_energy_range_uj` so that tests cross several wraps. Files are
+//! replaced by rename, as a reader of sysfs sees a whole value. The history of the law's integral
+//! is kept so that a test can ask what it was at any instant.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+
+/// `idle_watts + busy_watts × busy fraction` (busy fraction of all CPUs, 0..=1).
+#[derive(Clone, Copy, Debug)]
+pub struct PowerLaw {
+    pub idle_watts: f64,
+    pub busy_watts: f64,
+}
+
+impl PowerLaw {
+    pub fn watts(&self, busy_fraction: f64) -> f64 {
+        self.idle_watts + self.busy_watts * busy_fraction
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SimConfig {
+    pub law: PowerLaw,
+    pub sockets: u32,
+    /// Each counter wraps after this many µJ.
+    pub max_energy_range_uj: u64,
+    /// Constant power of each socket's dram subzone (not part of the law).
+    pub dram_watts_per_socket: f64,
+    pub step: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            law: PowerLaw {
+                idle_watts: 40.0,
+                busy_watts: 60.0,
+            },
+            sockets: 2,
+            // 60 J: at 20–50 W a socket wraps every few seconds.
+            max_energy_range_uj: 60_000_000,
+            dram_watts_per_socket: 1.5,
+            step: Duration::from_millis(10),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct History {
+    /// (Unix time of a write, law's energy in joules up to it).
+    points: Vec<(f64, f64)>,
+    wraps: u64,
+}
+
+pub struct RaplSim {
+    dir: PathBuf,
+    config: SimConfig,
+    history: Arc<Mutex<History>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// (busy, total) jiffies of all CPUs from the first line of /proc/stat.
+pub fn proc_stat_jiffies() -> Result<(u64, u64)> {
+    let text = fs::read_to_string("/proc/stat")?;
+    let line = text.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait are not busy.
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+fn write_atomic(path: &Path, value: u64) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, format!("{value}\n"))?;
+    fs::rename(tmp, path)
+}
+
+impl RaplSim {
+    /// Creates the tree under a fresh temporary directory and starts the simulation.
+    pub fn start(config: SimConfig) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "wattlet-rapl-sim-{}-{}",
+            std::process::id(),
+            unix_now().to_bits()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        let zone = |id: &str, name: &str, start_uj: u64| -> Result<PathBuf> {
+            let z = dir.join("class/powercap").join(id);
+            fs::create_dir_all(&z)?;
+            fs::write(z.join("name"), format!("{name}\n"))?;
+            fs::write(
+                z.join("max_energy_range_uj"),
+                format!("{}\n", config.max_energy_range_uj),
+            )?;
+            write_atomic(&z.join("energy_uj"), start_uj)?;
+            Ok(z.join("energy_uj"))
+        };
+        let mut package = Vec::new();
+        let mut dram = Vec::new();
+        for s in 0..config.sockets {
+            // Start near the top, so that the first wrap comes early.
+            let start = config.max_energy_range_uj - 5_000_000 * u64::from(s + 1);
+            package.push(zone(
+                &format!("intel-rapl:{s}"),
+                &format!("package-{s}"),
+                start,
+            )?);
+            dram.push(zone(&format!("intel-rapl:{s}:0"), "dram", 0)?);
+        }
+        fs::create_dir_all(dir.join("class/powercap/intel-rapl"))?;
+
+        let history = Arc::new(Mutex::new(History::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let history = history.clone();
+            let stop = stop.clone();
+            let starts: Vec<u64> = (0..config.sockets)
+                .map(|s| config.max_energy_range_uj - 5_000_000 * u64::from(s + 1))
+                .collect();
+            thread::Builder::new()
+                .name("rapl-sim".into())
+                .spawn(move || {
+                    let range = config.max_energy_range_uj + 1;
+                    let n = f64::from(config.sockets);
+                    let mut joules = 0.0f64;
+                    let mut dram_joules = 0.0f64;
+                    let mut last = Instant::now();
+                    let mut last_jiffies = proc_stat_jiffies().unwrap_or((0, 0));
+                    let mut busy_fraction = 0.0;
+                    let mut last_raw: Vec<u64> = starts.clone();
+                    history.lock().unwrap().points.push((unix_now(), 0.0));
+                    while !stop.load(Ordering::Relaxed) {
+                        thread::sleep(config.step);
+                        let now = Instant::now();
+                        let dt = now.duration_since(last).as_secs_f64();
+                        last = now;
+                        if let Ok(j) = proc_stat_jiffies() {
+                            let (db, dt_j) = (j.0 - last_jiffies.0, j.1 - last_jiffies.1);
+                            if dt_j > 0 {
+                                busy_fraction = db as f64 / dt_j as f64;
+                                last_jiffies = j;
+                            }
+                        }
+                        joules += config.law.watts(busy_fraction) * dt;
+                        dram_joules += config.dram_watts_per_socket * dt;
+                        let mut wrapped = 0;
+                        for s in 0..config.sockets as usize {
+                            let uj = (joules / n * 1e6) as u64;
+                            let raw = (starts[s] + uj) % range;
+                            if raw < last_raw[s] {
+                                wrapped += 1;
+                            }
+                            last_raw[s] = raw;
+                            let _ = write_atomic(&package[s], raw);
+                            let _ = write_atomic(&dram[s], (dram_joules * 1e6) as u64 % range);
+                        }
+                        let mut h = history.lock().unwrap();
+                        h.points.push((unix_now(), joules));
+                        h.wraps += wrapped;
+                    }
+                })?
+        };
+        Ok(Self {
+            dir,
+            config,
+            history,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The directory to pass as `--path.sysfs`.
+    pub fn sysfs_root(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// The law's energy (all sockets' packages) that the files held at Unix time `t`: the value
+    /// of the last write at or before `t`.
+    pub fn package_joules_at(&self, t: f64) -> Option<f64> {
+        let h = self.history.lock().unwrap();
+        let i = h.points.partition_point(|(at, _)| *at <= t);
+        (i > 0).then(|| h.points[i - 1].1)
+    }
+
+    /// Times a package counter wrapped so far.
+    pub fn wraps(&self) -> u64 {
+        self.history.lock().unwrap().wraps
+    }
+}
+
+impl Drop for RaplSim {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

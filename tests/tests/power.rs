@@ -1,0 +1,319 @@
+//! Node power end to end: the agent reading a simulated RAPL tree against the power law that
+//! drives it, the power model on this sensorless machine, and how `wattlet check` chooses and
+//! explains the power source.
+
+use std::{
+    ffi::OsStr,
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use integration_tests::{
+    agent_binary, free_port, http_get,
+    rapl_sim::{RaplSim, SimConfig},
+    rel_diff, require_root, sample, start_agent, wait_all,
+};
+use node_agent::power::model;
+
+fn workload() -> Command {
+    integration_tests::workload!()
+}
+
+const NODE: &str = "node=\"e2e-node\"";
+
+/// (reading time, joules) of one zone from one scrape: both come from the same snapshot.
+fn energy(addr: &str, zone: &str, estimated: bool) -> Result<(f64, f64)> {
+    let (_, body) = http_get(addr, "/metrics", None)?;
+    let t = sample(
+        &body,
+        &format!("wattlet_power_reading_timestamp_seconds{{{NODE}}}"),
+    )
+    .context("no reading timestamp")?;
+    let j = sample(
+        &body,
+        &format!(
+            "wattlet_node_energy_joules_total{{{NODE},zone=\"{zone}\",estimated=\"{estimated}\"}}"
+        ),
+    )
+    .with_context(|| format!("no {zone} energy in\n{body}"))?;
+    Ok((t, j))
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// The acceptance test for measured power: the agent's node energy over a window, read from a
+/// two-socket powercap tree whose counters wrap several times, matches the integral of the power
+/// law (40 W + 60 W × busy fraction from /proc/stat) over the same window within 1%.
+#[test]
+fn simulated_rapl_energy_matches_the_power_law() -> Result<()> {
+    require_root();
+    let sim = RaplSim::start(SimConfig::default())?;
+    let port = free_port()?;
+    let _agent = start_agent(
+        port,
+        &[
+            os("--path.sysfs"),
+            sim.sysfs_root().as_os_str(),
+            os("--power-source"),
+            os("powercap"),
+        ],
+    )?;
+    let addr = format!("127.0.0.1:{port}");
+    thread::sleep(Duration::from_millis(600));
+    let (t1, e1) = energy(&addr, "package", false)?;
+    let (_, d1) = energy(&addr, "dram", false)?;
+
+    thread::sleep(Duration::from_secs(2));
+    wait_all(vec![workload().args(["spin", "3"]).spawn()?])?;
+    thread::sleep(Duration::from_secs(1));
+
+    let (t2, e2) = energy(&addr, "package", false)?;
+    let (_, d2) = energy(&addr, "dram", false)?;
+    let measured = e2 - e1;
+    let law = sim.package_joules_at(t2).context("no history at t2")?
+        - sim.package_joules_at(t1).context("no history at t1")?;
+    let window = t2 - t1;
+    let dram_w = (d2 - d1) / window;
+    let dram_expected = sim.config().dram_watts_per_socket * f64::from(sim.config().sockets);
+    println!(
+        "simulated RAPL, 2 sockets, {} wraps: agent {measured:.3} J against the law's {law:.3} J \
+         over {window:.2} s ({:+.3}%), average {:.1} W; dram {dram_w:.3} W against {dram_expected} W",
+        sim.wraps(),
+        (measured - law) / law * 100.0,
+        law / window
+    );
+    assert!(
+        sim.wraps() >= 2,
+        "the window should cross wraps: {}",
+        sim.wraps()
+    );
+    assert!(
+        rel_diff(measured, law) < 0.01,
+        "agent {measured} J against the law's {law} J"
+    );
+    assert!(rel_diff(dram_w, dram_expected) < 0.02, "dram {dram_w} W");
+    let (_, body) = http_get(&addr, "/metrics", None)?;
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.starts_with("wattlet_power_readings_dropped_total{")),
+        "no reading may be dropped across wraps:\n{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "wattlet_node_power_source_info{{{NODE},source=\"powercap\",estimated=\"false\",model=\"\"}} 1"
+        )),
+        "{body}"
+    );
+    Ok(())
+}
+
+/// On this machine (no sensor) the agent models power: labelled estimated, between the model's
+/// idle and full-load figures, rising with load; memory power as the coefficients say.
+#[test]
+fn modelled_power_rises_with_load() -> Result<()> {
+    require_root();
+    let port = free_port()?;
+    let _agent = start_agent(port, &[])?;
+    let addr = format!("127.0.0.1:{port}");
+    let (_, body) = http_get(&addr, "/metrics", None)?;
+    let Some(family) = body
+        .lines()
+        .find(|l| l.starts_with("wattlet_node_power_source_info{"))
+        .and_then(|l| l.split("model=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .filter(|_| body.contains("source=\"model\",estimated=\"true\""))
+    else {
+        println!("this machine has a power sensor: the model is tested on fixtures only");
+        return Ok(());
+    };
+    let cpu = model::parse_cpuinfo(&fs::read_to_string("/proc/cpuinfo")?);
+    let mem = model::mem_total_kib(&fs::read_to_string("/proc/meminfo")?).context("meminfo")?;
+    let c = model::coefficients(&cpu, mem, &model::ModelOverrides::default())
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(c.family, family);
+    let n = c.vcpus as f64;
+
+    thread::sleep(Duration::from_millis(600));
+    let (t1, e1) = energy(&addr, "package", true)?;
+    let (_, m1) = energy(&addr, "dram", true)?;
+    thread::sleep(Duration::from_millis(1500));
+    let (t2, e2) = energy(&addr, "package", true)?;
+    let (_, m2) = energy(&addr, "dram", true)?;
+    let quiet_w = (e2 - e1) / (t2 - t1);
+
+    let spinners: Vec<_> = (0..c.vcpus)
+        .map(|_| workload().args(["spin", "3"]).spawn())
+        .collect::<Result<_, _>>()?;
+    thread::sleep(Duration::from_millis(700));
+    let (t3, e3) = energy(&addr, "package", true)?;
+    thread::sleep(Duration::from_millis(1800));
+    let (t4, e4) = energy(&addr, "package", true)?;
+    wait_all(spinners)?;
+    let loaded_w = (e4 - e3) / (t4 - t3);
+    let memory_w = (m2 - m1) / (t2 - t1);
+    let (idle_model, mem_model) = c.watts(0.0);
+    let full_model = c.watts(1.0).0;
+    println!(
+        "modelled ({family}, {n} vCPUs): quiet {quiet_w:.2} W, all vCPUs busy {loaded_w:.2} W \
+         (model {idle_model:.2}–{full_model:.2} W); memory {memory_w:.3} W (model {mem_model:.3} W)"
+    );
+    assert!(quiet_w >= idle_model * 0.99, "{quiet_w} below idle");
+    assert!(loaded_w <= full_model * 1.01, "{loaded_w} above full load");
+    assert!(
+        loaded_w - quiet_w > 0.5 * (full_model - idle_model),
+        "power must rise with load: {quiet_w} → {loaded_w}"
+    );
+    assert!(rel_diff(memory_w, mem_model) < 0.01, "{memory_w}");
+    Ok(())
+}
+
+struct Fixture(PathBuf);
+
+impl Fixture {
+    fn new(name: &str) -> Result<Self> {
+        let d = std::env::temp_dir().join(format!("wattlet-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d)?;
+        Ok(Self(d))
+    }
+    fn file(&self, rel: &str, text: &str) -> Result<PathBuf> {
+        let p = self.0.join(rel);
+        fs::create_dir_all(p.parent().unwrap())?;
+        fs::write(&p, format!("{text}\n"))?;
+        Ok(p)
+    }
+    fn rapl(&self, id: &str, name: &str) -> Result<PathBuf> {
+        self.file(&format!("class/powercap/{id}/name"), name)?;
+        self.file(
+            &format!("class/powercap/{id}/max_energy_range_uj"),
+            "262143328850",
+        )?;
+        self.file(&format!("class/powercap/{id}/energy_uj"), "1234")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn check(args: &[&OsStr]) -> Result<(bool, String)> {
+    let out = Command::new(agent_binary()?)
+        .arg("check")
+        .args(args)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}");
+    Ok((out.status.success(), text))
+}
+
+#[test]
+fn check_lists_every_source_and_explains_the_choice() -> Result<()> {
+    require_root();
+    // This machine: no sensor, so the model, said plainly.
+    let (ok, text) = check(&[])?;
+    assert!(ok, "{text}");
+    if text.contains("[use ] model") {
+        assert!(text.contains("[warn] power        power is modelled, not measured"));
+        for kind in ["perf", "powercap", "hwmon"] {
+            assert!(
+                text.contains(&format!("[no  ] {kind:<9} ")),
+                "{kind}: {text}"
+            );
+        }
+    }
+
+    // A two-socket powercap tree: measured power, and why it won.
+    let f = Fixture::new("check-sysfs")?;
+    for s in 0..2 {
+        f.rapl(&format!("intel-rapl:{s}"), &format!("package-{s}"))?;
+        f.rapl(&format!("intel-rapl:{s}:0"), "dram")?;
+    }
+    let (ok, text) = check(&[os("--path.sysfs"), f.0.as_os_str()])?;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("[use ] powercap  4 RAPL counter(s) on 2 socket(s), zones dram, package"),
+        "{text}"
+    );
+    assert!(text.contains("[ok  ] model"), "{text}");
+    assert!(
+        text.contains("Choice: powercap is the first of --power.sources that works here (perf cannot be used)."),
+        "{text}"
+    );
+
+    // The model's CPU comes from --path.procfs.
+    let p = Fixture::new("check-procfs")?;
+    let cpu = "vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n\
+               model name\t: Intel(R) Xeon(R) Platinum 8259CL\nstepping\t: 7\n\n";
+    p.file(
+        "cpuinfo",
+        &format!("processor\t: 0\n{cpu}processor\t: 1\n{cpu}"),
+    )?;
+    p.file("meminfo", "MemTotal:        8000000 kB")?;
+    let (ok, text) = check(&[os("--path.procfs"), p.0.as_os_str()])?;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("is cascade_lake; 0.64–3.97 W per vCPU × 2 vCPU(s)"),
+        "{text}"
+    );
+
+    // A forced source that is not there: the agent cannot run, and says so.
+    let (ok, text) = check(&[os("--power-source"), os("hwmon")])?;
+    assert!(!ok);
+    assert!(
+        text.contains("[FAIL] power") && text.contains("hwmon was forced with --power-source"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// energy_uj is root-only since CVE-2020-8694: without root, the reason and the alternatives.
+#[test]
+fn unreadable_energy_names_the_cve_and_the_alternatives() -> Result<()> {
+    require_root();
+    let f = Fixture::new("unreadable")?;
+    let energy = f.rapl("intel-rapl:0", "package-0")?;
+    fs::set_permissions(&energy, fs::Permissions::from_mode(0o400))?;
+    for dir in [Path::new(&f.0)].into_iter().chain(
+        energy
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(&f.0)),
+    ) {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))?;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(agent_binary()?)
+        .args(["check", "--power-source", "powercap", "--path.sysfs"])
+        .arg(&f.0)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("] powercap"))
+        .context("no powercap line")?;
+    assert!(line.contains("[no  ]"), "{line}");
+    assert!(
+        line.contains("intel-rapl:0/energy_uj is readable only by root since CVE-2020-8694")
+            && line.contains("CAP_DAC_READ_SEARCH")
+            && line.contains("--power-source perf"),
+        "{line}"
+    );
+    Ok(())
+}
