@@ -1,7 +1,9 @@
-//! `cargo xtask bench`: cost per event of the sched_switch accounting program, measured by the
-//! kernel (BPF_ENABLE_STATS: run_time_ns / run_cnt) in the same run and under the same load as
-//! two reference programs on the same tracepoint: an empty one, and a "floor" that only reads the
-//! clock and the cgroup id and stores to a per-CPU array. Figures are printed, not asserted.
+//! `cargo xtask bench`. Figures are printed, not asserted.
+//! - Cost per event of the sched_switch accounting program, measured by the kernel
+//!   (BPF_ENABLE_STATS: run_time_ns / run_cnt) in the same run and under the same load as two
+//!   reference programs on the same tracepoint: an empty one, and a "floor" that only reads the
+//!   clock and the cgroup id and stores to a per-CPU array.
+//! - One full read of every zone of a two-socket powercap fixture tree.
 
 use std::{
     sync::{
@@ -77,6 +79,54 @@ fn main() -> Result<()> {
         per_event[2],
         per_event[2] - per_event[0],
         floor - per_event[0]
+    );
+    power_read()?;
+    Ok(())
+}
+
+/// One full read of a two-socket powercap tree (package, core, uncore, dram per socket: 8
+/// counters), as the agent does each interval: median and 99th percentile over many reads.
+fn power_read() -> Result<()> {
+    use node_agent::power::{ReadContext, powercap};
+    const READS: usize = 5_000;
+    let root = std::env::temp_dir().join(format!("wattlet-bench-powercap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for socket in 0..2 {
+        for (id, name) in [
+            (format!("intel-rapl:{socket}"), format!("package-{socket}")),
+            (format!("intel-rapl:{socket}:0"), "core".to_owned()),
+            (format!("intel-rapl:{socket}:1"), "uncore".to_owned()),
+            (format!("intel-rapl:{socket}:2"), "dram".to_owned()),
+        ] {
+            let d = root.join("class/powercap").join(id);
+            std::fs::create_dir_all(&d)?;
+            std::fs::write(d.join("name"), format!("{name}\n"))?;
+            std::fs::write(d.join("energy_uj"), "123456789\n")?;
+            std::fs::write(d.join("max_energy_range_uj"), "262143328850\n")?;
+        }
+    }
+    let mut source = powercap::open(&root, 1000.0).map_err(anyhow::Error::msg)?;
+    let mut took = Vec::with_capacity(READS);
+    let start = Instant::now();
+    for _ in 0..READS {
+        let ctx = ReadContext {
+            at: start.elapsed(),
+            busy_cpu_seconds: None,
+        };
+        let t = Instant::now();
+        let r = source.source.read(&ctx);
+        took.push(t.elapsed());
+        assert_eq!(r.zones.len(), 4);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    took.sort_unstable();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let median = us(took[READS / 2]);
+    println!(
+        "powercap read, two-socket fixture ({}): median {median:.1} µs, p99 {:.1} µs, {:.2} µs per counter",
+        source.description,
+        us(took[READS * 99 / 100]),
+        median / 8.0
     );
     Ok(())
 }
