@@ -79,7 +79,7 @@ fn unescape_mountinfo(field: &str) -> String {
 /// its cgroups must be named from the mounts this process sees.
 pub fn locate_cgroup2() -> Result<Cgroup2Mount> {
     let path = Path::new("/proc/self/mountinfo");
-    let text = fs::read_to_string(&path)
+    let text = fs::read_to_string(path)
         .with_context(|| format!("reading {} to find the cgroup v2 mount", path.display()))?;
     match find_cgroup2_mount(&text) {
         Some(m) => Ok(m),

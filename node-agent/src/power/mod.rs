@@ -376,7 +376,7 @@ pub fn list_dir(dir: &Path) -> Result<Vec<String>, io::Error> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
-    names.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+    names.sort_by_key(|a| natural_key(a));
     Ok(names)
 }
 
@@ -465,7 +465,7 @@ mod tests {
             "intel-rapl:1:0",
             "intel-rapl:1",
         ];
-        v.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        v.sort_by_key(|a| natural_key(a));
         assert_eq!(
             v,
             [
