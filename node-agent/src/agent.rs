@@ -16,8 +16,8 @@ use crate::{
     cgroup::{CgroupTree, locate_cgroup2},
     config::Options,
     exporter::{self, Latest, Published},
-    kernel::{KernelCounters, probe, snapshot::monotonic_now},
-    power::{self, Meter, ReadContext},
+    kernel::{KernelCounters, probe},
+    power::{self, BusySample, Meter},
 };
 
 /// Stops early, with the fix, when the process cannot load eBPF.
@@ -146,17 +146,11 @@ fn measure_loop(
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let read = counters.read(tree);
-        let ctx = match &read {
-            Ok(s) => ReadContext {
-                at: s.at,
-                busy_cpu_seconds: Some(s.busy_ns() as f64 / 1e9),
-            },
-            Err(_) => ReadContext {
-                at: monotonic_now(),
-                busy_cpu_seconds: None,
-            },
-        };
-        let (power, failures) = meter.read(&ctx);
+        let busy = read.as_ref().ok().map(|s| BusySample {
+            at: s.cpus_at,
+            seconds: s.busy_ns() as f64 / 1e9,
+        });
+        let (power, failures) = meter.read(busy);
         for f in failures {
             power_errors += 1;
             // The first failures, then one in a hundred: a broken file fails at every tick.

@@ -40,8 +40,10 @@ pub struct Options {
     pub power_source: Option<SourceKind>,
 
     /// The most power one energy counter (a socket's zone, one sensor) can show: readings
-    /// implying more are dropped and counted, never exported as spikes.
-    #[arg(long = "power.ceiling-watts", default_value_t = DEFAULT_CEILING_WATTS, global = true)]
+    /// implying more are dropped and counted, never exported as spikes. Whole-platform meters
+    /// (psys, an ACPI power meter) get 20 times this.
+    #[arg(long = "power.ceiling-watts", default_value_t = DEFAULT_CEILING_WATTS,
+          value_parser = parse_watts, global = true)]
     pub ceiling_watts: f64,
 
     /// Power model: the CPU family whose coefficients to use instead of the one detected
@@ -162,6 +164,17 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+fn parse_watts(s: &str) -> Result<f64> {
+    let w: f64 = s
+        .trim()
+        .parse()
+        .with_context(|| format!("{s:?} is not a number of watts"))?;
+    if !w.is_finite() || w <= 0.0 {
+        bail!("{s:?}: the power ceiling must be a positive number of watts");
+    }
+    Ok(w)
+}
+
 fn parse_interval(s: &str) -> Result<Duration> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(100) {
@@ -184,6 +197,9 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_interval("50ms").is_err());
         assert!(parse_interval("100ms").is_ok());
+        assert_eq!(parse_watts("1500").unwrap(), 1500.0);
+        assert!(parse_watts("NaN").is_err() && parse_watts("0").is_err());
+        assert!(parse_watts("-5").is_err() && parse_watts("lots").is_err());
     }
 
     #[test]

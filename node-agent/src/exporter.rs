@@ -518,6 +518,7 @@ mod tests {
                 busy_ns: 3_000_000_000,
                 idle_ns: 1_000_000_000,
             }],
+            cpus_at: Duration::ZERO,
             overflow: CgroupCounters::default(),
             map_entries: 2,
             map_capacity: 16,

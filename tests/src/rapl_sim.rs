@@ -65,7 +65,8 @@ impl Default for SimConfig {
 struct History {
     /// (Unix time of a write, law's energy in joules up to it).
     points: Vec<(f64, f64)>,
-    wraps: u64,
+    /// Unix times at which a package counter wrapped.
+    wraps: Vec<f64>,
 }
 
 pub struct RaplSim {
@@ -164,7 +165,9 @@ impl RaplSim {
                         let dt = now.duration_since(last).as_secs_f64();
                         last = now;
                         if let Ok(j) = proc_stat_jiffies() {
-                            let (db, dt_j) = (j.0 - last_jiffies.0, j.1 - last_jiffies.1);
+                            // /proc/stat's idle and iowait can step back a little: saturate.
+                            let db = j.0.saturating_sub(last_jiffies.0);
+                            let dt_j = j.1.saturating_sub(last_jiffies.1);
                             if dt_j > 0 {
                                 busy_fraction = db as f64 / dt_j as f64;
                                 last_jiffies = j;
@@ -183,9 +186,10 @@ impl RaplSim {
                             let _ = write_atomic(&package[s], raw);
                             let _ = write_atomic(&dram[s], (dram_joules * 1e6) as u64 % range);
                         }
+                        let now = unix_now();
                         let mut h = history.lock().unwrap();
-                        h.points.push((unix_now(), joules));
-                        h.wraps += wrapped;
+                        h.points.push((now, joules));
+                        h.wraps.extend(std::iter::repeat_n(now, wrapped));
                     }
                 })?
         };
@@ -215,9 +219,10 @@ impl RaplSim {
         (i > 0).then(|| h.points[i - 1].1)
     }
 
-    /// Times a package counter wrapped so far.
-    pub fn wraps(&self) -> u64 {
-        self.history.lock().unwrap().wraps
+    /// How many times a package counter wrapped between Unix times `t1` and `t2`.
+    pub fn wraps_between(&self, t1: f64, t2: f64) -> usize {
+        let h = self.history.lock().unwrap();
+        h.wraps.iter().filter(|t| **t > t1 && **t <= t2).count()
     }
 }
 

@@ -298,6 +298,7 @@ impl KernelCounters {
             at,
             cgroups,
             cpus,
+            cpus_at: now,
             overflow,
             map_entries: live_entries,
             map_capacity: self.options.max_cgroups,

@@ -74,6 +74,8 @@ pub struct CountersSnapshot {
     pub cgroups: BTreeMap<u64, CgroupSample>,
     /// Indexed by CPU number (all possible CPUs).
     pub cpus: Vec<CpuTime>,
+    /// CLOCK_MONOTONIC when the per-CPU busy and idle times were read (after the cgroups).
+    pub cpus_at: Duration,
     /// Time that could not be charged to a cgroup because the map was full.
     pub overflow: CgroupCounters,
     /// Live entries in the cgroup map after this read, and its capacity.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     EnergyCounter, EnergySource, Opened, PowerIntegrator, ReadContext, SourceKind, SourceReading,
-    Update, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
+    Update, ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
 };
 
 #[derive(Debug)]
@@ -190,12 +190,14 @@ impl EnergySource for Hwmon {
                 Ok(raw) => raw,
                 Err(e) => {
                     out.errors.push(e);
+                    out.unread.push(s.zone.clone());
                     continue;
                 }
             };
+            let ceiling = ceiling_for(&s.zone, self.ceiling_watts);
             let update = match &mut s.meter {
-                Meter::Energy(c) => c.update(raw, ctx.at, self.ceiling_watts),
-                Meter::Power(p) => p.update(raw as f64 * 1e-6, ctx.at, self.ceiling_watts),
+                Meter::Energy(c) => c.update(raw, ctx.at, ceiling),
+                Meter::Power(p) => p.update(raw as f64 * 1e-6, ctx.at, ceiling),
             };
             if let Update::Dropped(reason) = update {
                 out.dropped.push((s.zone.clone(), reason));
@@ -222,7 +224,7 @@ mod tests {
     fn at(ms: u64) -> ReadContext {
         ReadContext {
             at: Duration::from_millis(ms),
-            busy_cpu_seconds: None,
+            busy: None,
         }
     }
 

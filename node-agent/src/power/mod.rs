@@ -58,13 +58,21 @@ impl fmt::Display for SourceKind {
     }
 }
 
+/// Busy CPU time of all CPUs since the kernel counters started, and when it was read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BusySample {
+    /// CLOCK_MONOTONIC of the per-CPU read.
+    pub at: Duration,
+    pub seconds: f64,
+}
+
 /// What a source may use at each read besides its own files.
 #[derive(Clone, Copy, Debug)]
 pub struct ReadContext {
-    /// Monotonic time of the read.
+    /// CLOCK_MONOTONIC just before the source's files are read.
     pub at: Duration,
-    /// Busy CPU time of all CPUs since the kernel counters started, if they could be read.
-    pub busy_cpu_seconds: Option<f64>,
+    /// From the kernel counters, if they could be read this interval (the model needs it).
+    pub busy: Option<BusySample>,
 }
 
 /// One read of a source.
@@ -74,6 +82,9 @@ pub struct SourceReading {
     pub zones: Vec<(String, f64)>,
     /// Readings dropped at this read as implausible.
     pub dropped: Vec<(String, DropReason)>,
+    /// Zones with a counter that could not be read at this read: their energy is picked up at the
+    /// next good read, so no power is reported for them now.
+    pub unread: Vec<String>,
     /// Files or counters that could not be read at this read, each with its path and the fix.
     pub errors: Vec<String>,
 }
@@ -129,8 +140,20 @@ impl Default for PowerOptions {
     }
 }
 
-/// Far above any one CPU socket or board sensor, far below the spikes of a misread counter.
+/// Far above any one CPU socket or memory domain, far below the spikes of a misread counter.
 pub const DEFAULT_CEILING_WATTS: f64 = 1000.0;
+
+/// Whole-platform meters (RAPL psys, an ACPI power meter) see the whole machine, GPUs included:
+/// their ceiling is this many times the per-counter one.
+pub const PLATFORM_CEILING_FACTOR: f64 = 20.0;
+
+/// The ceiling for one counter of `zone`.
+pub fn ceiling_for(zone: &str, ceiling_watts: f64) -> f64 {
+    match zone {
+        "psys" | "platform" => ceiling_watts * PLATFORM_CEILING_FACTOR,
+        _ => ceiling_watts,
+    }
+}
 
 pub fn open(kind: SourceKind, opts: &PowerOptions) -> Result<Opened, String> {
     match kind {
@@ -256,7 +279,8 @@ pub struct PowerSnapshot {
 /// Reads the chosen source and keeps the running totals the snapshots report.
 pub struct Meter {
     opened: Opened,
-    last: Option<(Duration, Vec<(String, f64)>)>,
+    /// Per zone, the last complete reading (time, joules) power is measured from.
+    baseline: BTreeMap<String, (Duration, f64)>,
     dropped: BTreeMap<(String, DropReason), u64>,
     errors: u64,
 }
@@ -265,7 +289,7 @@ impl Meter {
     pub fn new(opened: Opened) -> Self {
         Self {
             opened,
-            last: None,
+            baseline: BTreeMap::new(),
             dropped: BTreeMap::new(),
             errors: 0,
         }
@@ -279,8 +303,18 @@ impl Meter {
         &self.opened
     }
 
-    /// Reads the source. Returns the snapshot and this read's errors (for the log).
-    pub fn read(&mut self, ctx: &ReadContext) -> (PowerSnapshot, Vec<String>) {
+    /// Reads the source now, with the kernel counters' busy time for the model. Returns the
+    /// snapshot and this read's errors (for the log).
+    pub fn read(&mut self, busy: Option<BusySample>) -> (PowerSnapshot, Vec<String>) {
+        let ctx = ReadContext {
+            at: crate::kernel::snapshot::monotonic_now(),
+            busy,
+        };
+        self.read_with(&ctx)
+    }
+
+    /// [`Meter::read`] at a given instant (tests).
+    pub fn read_with(&mut self, ctx: &ReadContext) -> (PowerSnapshot, Vec<String>) {
         let at_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -294,11 +328,24 @@ impl Meter {
             .zones
             .iter()
             .map(|(zone, joules)| {
-                let watts = self.last.as_ref().and_then(|(last_at, last)| {
-                    let dt = ctx.at.checked_sub(*last_at)?.as_secs_f64();
-                    let before = last.iter().find(|(z, _)| z == zone)?.1;
-                    (dt > 0.0).then(|| (joules - before) / dt)
-                });
+                let dropped = r.dropped.iter().any(|(z, _)| z == zone);
+                let unread = r.unread.contains(zone);
+                let watts = match self.baseline.get(zone) {
+                    // The energy of an unread counter comes at the next good read: measure that
+                    // read's power from the last complete one, over both intervals.
+                    _ if unread => None,
+                    Some((at, before)) if !dropped => ctx
+                        .at
+                        .checked_sub(*at)
+                        .map(|dt| dt.as_secs_f64())
+                        .filter(|dt| *dt > 0.0)
+                        .map(|dt| (joules - before) / dt),
+                    _ => None,
+                };
+                if !unread {
+                    // A dropped reading is the new baseline, as it is its counter's.
+                    self.baseline.insert(zone.clone(), (ctx.at, *joules));
+                }
                 ZoneSample {
                     zone: zone.clone(),
                     joules: *joules,
@@ -306,7 +353,6 @@ impl Meter {
                 }
             })
             .collect();
-        self.last = Some((ctx.at, r.zones));
         let snapshot = PowerSnapshot {
             source: self.opened.kind,
             estimated: self.opened.estimated,
@@ -417,7 +463,7 @@ mod tests {
     fn ctx(secs: u64) -> ReadContext {
         ReadContext {
             at: Duration::from_secs(secs),
-            busy_cpu_seconds: None,
+            busy: None,
         }
     }
 
@@ -431,6 +477,7 @@ mod tests {
                 vec![]
             },
             errors: vec![],
+            unread: vec![],
         };
         let mut m = Meter::new(Opened {
             kind: SourceKind::Powercap,
@@ -443,18 +490,54 @@ mod tests {
                 reading(100.0, true),
             ])),
         });
-        let (first, _) = m.read(&ctx(0));
+        let (first, _) = m.read_with(&ctx(0));
         assert_eq!(first.zones[0].watts, None);
-        let (second, _) = m.read(&ctx(2));
+        let (second, _) = m.read_with(&ctx(2));
         assert_eq!(second.zones[0].watts, Some(50.0));
-        let (third, _) = m.read(&ctx(3));
-        assert_eq!(third.zones[0].watts, Some(0.0));
+        let (third, _) = m.read_with(&ctx(3));
+        assert_eq!(
+            third.zones[0].watts, None,
+            "no power from a dropped reading"
+        );
         assert_eq!(
             third
                 .dropped
                 .get(&("package".into(), DropReason::Backwards)),
             Some(&1)
         );
+    }
+
+    #[test]
+    fn an_unread_counter_makes_no_dip_and_no_spike() {
+        let reading = |j: f64, unread: bool| SourceReading {
+            zones: vec![("package".into(), j)],
+            dropped: vec![],
+            errors: if unread { vec!["x".into()] } else { vec![] },
+            unread: if unread {
+                vec!["package".into()]
+            } else {
+                vec![]
+            },
+        };
+        let mut m = Meter::new(Opened {
+            kind: SourceKind::Powercap,
+            estimated: false,
+            description: String::new(),
+            model_family: None,
+            source: Box::new(Fake(vec![
+                reading(0.0, false),
+                reading(50.0, false),
+                reading(50.0, true),
+                reading(150.0, false),
+            ])),
+        });
+        m.read_with(&ctx(0));
+        assert_eq!(m.read_with(&ctx(1)).0.zones[0].watts, Some(50.0));
+        let (unread, errors) = m.read_with(&ctx(2));
+        assert_eq!(unread.zones[0].watts, None);
+        assert_eq!((unread.errors, errors.len()), (1, 1));
+        // The next good read: 100 J over the two intervals since the last complete reading.
+        assert_eq!(m.read_with(&ctx(3)).0.zones[0].watts, Some(50.0));
     }
 
     #[test]

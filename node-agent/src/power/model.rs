@@ -15,7 +15,7 @@
 
 use std::{fs, path::Path};
 
-use super::{EnergySource, Opened, ReadContext, SourceKind, SourceReading};
+use super::{BusySample, EnergySource, Opened, ReadContext, SourceKind, SourceReading};
 
 /// Watts per vCPU at idle and at full load, for one CPU microarchitecture.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -272,7 +272,11 @@ pub fn mem_total_kib(meminfo: &str) -> Option<u64> {
 
 pub struct Model {
     c: Coefficients,
-    last: Option<(std::time::Duration, f64)>,
+    last: Option<BusySample>,
+    /// Busy CPU-seconds counted but not yet turned into energy: a CPU busy with one long task is
+    /// charged at its next switch, in a lump that can exceed one interval's vCPUs × dt. The lump
+    /// is spread over the following intervals instead of being clamped away.
+    carried_busy: f64,
     cpu_joules: f64,
     memory_joules: f64,
 }
@@ -282,6 +286,7 @@ impl Model {
         Self {
             c,
             last: None,
+            carried_busy: 0.0,
             cpu_joules: 0.0,
             memory_joules: 0.0,
         }
@@ -320,20 +325,25 @@ pub fn open(procfs: &Path, o: &ModelOverrides) -> Result<Opened, String> {
 impl EnergySource for Model {
     fn read(&mut self, ctx: &ReadContext) -> SourceReading {
         let mut out = SourceReading::default();
-        match ctx.busy_cpu_seconds {
-            None => out
-                .errors
-                .push("the model has no CPU busy time: the kernel counters were not read".into()),
+        match ctx.busy {
+            None => {
+                out.errors.push(
+                    "the model has no CPU busy time: the kernel counters were not read".into(),
+                );
+                out.unread = vec!["dram".into(), "package".into()];
+            }
             Some(busy) => {
-                if let Some((last_at, last_busy)) = self.last {
-                    let dt = ctx.at.saturating_sub(last_at).as_secs_f64();
+                if let Some(last) = self.last {
+                    let dt = busy.at.saturating_sub(last.at).as_secs_f64();
                     let n = self.c.vcpus as f64;
-                    let busy_s = (busy - last_busy).clamp(0.0, n * dt);
+                    self.carried_busy += (busy.seconds - last.seconds).max(0.0);
+                    let busy_s = self.carried_busy.min(n * dt);
+                    self.carried_busy -= busy_s;
                     self.cpu_joules += n * self.c.idle_watts_per_vcpu * dt
                         + (self.c.max_watts_per_vcpu - self.c.idle_watts_per_vcpu) * busy_s;
                     self.memory_joules += self.c.memory_gb * self.c.memory_watts_per_gb * dt;
                 }
-                self.last = Some((ctx.at, busy));
+                self.last = Some(busy);
             }
         }
         out.zones = vec![
@@ -467,8 +477,11 @@ mod tests {
         let mut m = Model::new(c);
         let read = |m: &mut Model, s: u64, busy: f64| {
             m.read(&ReadContext {
-                at: Duration::from_secs(s),
-                busy_cpu_seconds: Some(busy),
+                at: Duration::from_secs(s + 1000),
+                busy: Some(BusySample {
+                    at: Duration::from_secs(s),
+                    seconds: busy,
+                }),
             })
         };
         read(&mut m, 10, 100.0);
@@ -476,15 +489,23 @@ mod tests {
         let r = read(&mut m, 14, 103.0);
         assert!((r.zones[1].1 - 15.11).abs() < 1e-9, "{:?}", r.zones);
         assert!((r.zones[0].1 - mem_w * 4.0).abs() < 1e-9);
-        // Busy time beyond vCPUs × dt (clock skew) is clamped; a missing read changes nothing.
+        // A lump of busy time beyond vCPUs × dt (a long task charged at its next switch) is
+        // spread over the next intervals: full load now, the remaining 5 s over the next ones.
         let r = read(&mut m, 15, 110.0);
         assert!((r.zones[1].1 - (15.11 + 2.0 * 3.97)).abs() < 1e-9);
+        let r = read(&mut m, 17, 110.0);
+        assert!((r.zones[1].1 - (15.11 + 3.0 * 2.0 * 3.97)).abs() < 1e-9);
+        let r = read(&mut m, 19, 110.0);
+        let expected = 15.11 + 3.0 * 2.0 * 3.97 + 2.0 * 0.64 * 2.0 + 3.33;
+        assert!((r.zones[1].1 - expected).abs() < 1e-9, "{:?}", r.zones);
+        // A missing read changes nothing, and says so.
         let none = m.read(&ReadContext {
-            at: Duration::from_secs(16),
-            busy_cpu_seconds: None,
+            at: Duration::from_secs(20),
+            busy: None,
         });
         assert_eq!(none.zones[1], r.zones[1]);
         assert_eq!(none.errors.len(), 1);
+        assert_eq!(none.unread, ["dram", "package"]);
     }
 
     #[test]

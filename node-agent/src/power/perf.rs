@@ -11,8 +11,8 @@ use std::{
 };
 
 use super::{
-    EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update, list_dir,
-    read_attr, read_u64, sum_by_zone,
+    EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update,
+    ceiling_for, list_dir, read_attr, read_u64, sum_by_zone,
 };
 use crate::kernel::sys;
 
@@ -193,28 +193,49 @@ pub struct PerfPower {
 pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
     let d = describe(sysfs)?;
     let mut events = Vec::new();
+    let mut zones = Vec::new();
+    let mut skipped = Vec::new();
     for e in &d.events {
-        for &cpu in &d.cpus {
-            let fd: OwnedFd = sys::perf_event_open_cpu(d.type_, e.config, cpu)
-                .map_err(|err| describe_open_error(&d, e, cpu, &err))?;
-            events.push(OpenEvent {
-                zone: e.zone.clone(),
-                file: File::from(fd),
-                counter: EnergyCounter::new(e.scale, None),
-            });
+        // An event counts only if it opens on every socket: a zone missing a socket would
+        // under-count.
+        let opened: Result<Vec<OpenEvent>, String> = d
+            .cpus
+            .iter()
+            .map(|&cpu| {
+                let fd: OwnedFd = sys::perf_event_open_cpu(d.type_, e.config, cpu)
+                    .map_err(|err| describe_open_error(&d, e, cpu, &err))?;
+                Ok(OpenEvent {
+                    zone: e.zone.clone(),
+                    file: File::from(fd),
+                    counter: EnergyCounter::new(e.scale, None),
+                })
+            })
+            .collect();
+        match opened {
+            Ok(o) => {
+                events.extend(o);
+                zones.push(e.zone.as_str());
+            }
+            Err(why) => skipped.push(why),
         }
     }
-    let zones: Vec<&str> = d.events.iter().map(|e| e.zone.as_str()).collect();
+    if events.is_empty() {
+        return Err(skipped.join("; "));
+    }
+    let mut description = format!(
+        "{} event(s) on {} socket(s) (CPUs {:?}), zones {}",
+        zones.len(),
+        d.cpus.len(),
+        d.cpus,
+        zones.join(", ")
+    );
+    for s in &skipped {
+        description.push_str(&format!("; skipped: {s}"));
+    }
     Ok(Opened {
         kind: SourceKind::Perf,
         estimated: false,
-        description: format!(
-            "{} event(s) on {} socket(s) (CPUs {:?}), zones {}",
-            d.events.len(),
-            d.cpus.len(),
-            d.cpus,
-            zones.join(", ")
-        ),
+        description,
         model_family: None,
         source: Box::new(PerfPower {
             events,
@@ -232,8 +253,8 @@ fn describe_open_error(d: &PmuDescription, e: &PmuEvent, cpu: u32, err: &std::io
         ),
         Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
             format!(
-                "{what}: the running kernel has no such event (PMU type {} from {}): this sysfs \
-                 tree does not describe this machine's hardware",
+                "{what}: the running kernel has no such event (PMU type {} from {}); if \
+                 --path.sysfs points elsewhere than /sys, that tree does not describe this machine",
                 d.type_,
                 d.dir.display()
             )
@@ -251,15 +272,19 @@ impl EnergySource for PerfPower {
                 Ok(()) => {
                     let raw = u64::from_ne_bytes(buf);
                     if let Update::Dropped(reason) =
-                        e.counter.update(raw, ctx.at, self.ceiling_watts)
+                        e.counter
+                            .update(raw, ctx.at, ceiling_for(&e.zone, self.ceiling_watts))
                     {
                         out.dropped.push((e.zone.clone(), reason));
                     }
                 }
-                Err(err) => out.errors.push(format!(
-                    "reading the perf power event for {}: {err}",
-                    e.zone
-                )),
+                Err(err) => {
+                    out.errors.push(format!(
+                        "reading the perf power event for {}: {err}",
+                        e.zone
+                    ));
+                    out.unread.push(e.zone.clone());
+                }
             }
         }
         out.zones = sum_by_zone(
@@ -326,7 +351,8 @@ mod tests {
         let e = open(t.root(), 1000.0).unwrap_err();
         assert!(
             e.contains("opening power/energy-pkg on CPU 0")
-                && e.contains("does not describe this machine's hardware"),
+                && (e.contains("the running kernel has no such event")
+                    || e.contains("permission denied")),
             "{e}"
         );
     }

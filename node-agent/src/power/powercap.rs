@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update,
-    describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
+    ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
 };
 
 const UJ: f64 = 1e-6;
@@ -42,8 +42,12 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
     })
 }
 
-/// `package-0` → `package`, `psys` → `psys`: the socket number is not part of the zone.
+/// `package-0` → `package`, `package-1-die-0` → `package`, `psys` → `psys`: the socket (and
+/// die) number is not part of the zone.
 pub fn zone_name(name: &str) -> String {
+    if name.starts_with("package-") {
+        return "package".into();
+    }
     let base = match name.rsplit_once('-') {
         Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
         _ => name,
@@ -95,11 +99,14 @@ impl Powercap {
                 Err(e) => skipped.push(e),
             }
         }
-        let mmio_dropped = mmio.len();
-        if counters.is_empty() && !mmio.is_empty() {
-            // Only the MMIO interface is there: then it is not a duplicate.
-            counters = mmio;
-        }
+        // An MMIO package is a duplicate only if the same package opened through the MSR
+        // interface; otherwise (MMIO only, or the MSR one broken) it is the package's reading.
+        let mmio_twin = |c: &Counter| c.socket.replacen("intel-rapl-mmio:", "intel-rapl:", 1);
+        let (duplicates, unique): (Vec<Counter>, Vec<Counter>) = mmio
+            .into_iter()
+            .partition(|m| counters.iter().any(|c| c.socket == mmio_twin(m)));
+        let mmio_dropped = duplicates.len();
+        counters.extend(unique);
         if counters.is_empty() {
             return Err(if skipped.is_empty() {
                 format!(
@@ -123,11 +130,7 @@ impl Powercap {
             counters,
             ceiling_watts,
             sockets,
-            mmio_dropped: if mmio_dropped > 0 && sockets > 0 {
-                mmio_dropped
-            } else {
-                0
-            },
+            mmio_dropped,
             skipped,
         })
     }
@@ -138,7 +141,7 @@ impl Powercap {
             .map(|(z, _)| z)
             .collect();
         let mut d = format!(
-            "{} RAPL counter(s) on {} socket(s), zones {}",
+            "{} RAPL counter(s) on {} package(s), zones {}",
             self.counters.len(),
             self.sockets,
             zones.join(", ")
@@ -177,12 +180,16 @@ impl EnergySource for Powercap {
             match read_u64(&c.energy_path) {
                 Ok(raw) => {
                     if let Update::Dropped(reason) =
-                        c.counter.update(raw, ctx.at, self.ceiling_watts)
+                        c.counter
+                            .update(raw, ctx.at, ceiling_for(&c.zone, self.ceiling_watts))
                     {
                         out.dropped.push((c.zone.clone(), reason));
                     }
                 }
-                Err(e) => out.errors.push(e),
+                Err(e) => {
+                    out.errors.push(e);
+                    out.unread.push(c.zone.clone());
+                }
             }
         }
         out.zones = sum_by_zone(
@@ -217,7 +224,7 @@ mod tests {
     fn at(secs: u64) -> ReadContext {
         ReadContext {
             at: Duration::from_secs(secs),
-            busy_cpu_seconds: None,
+            busy: None,
         }
     }
 
@@ -236,7 +243,7 @@ mod tests {
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
         assert_eq!(
             p.describe(),
-            "4 RAPL counter(s) on 1 socket(s), zones core, dram, package, uncore"
+            "4 RAPL counter(s) on 1 package(s), zones core, dram, package, uncore"
         );
         assert_eq!(
             zones(&p.read(&at(0))),
@@ -272,7 +279,10 @@ mod tests {
         zone(&t, "intel-rapl:1", "package-1", 0);
         zone(&t, "intel-rapl:1:0", "dram", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        assert!(p.describe().contains("on 2 socket(s), zones dram, package"));
+        assert!(
+            p.describe()
+                .contains("on 2 package(s), zones dram, package")
+        );
         p.read(&at(0));
         set(&t, "intel-rapl:0", 100_000_000);
         set(&t, "intel-rapl:1", 60_000_000);
@@ -313,10 +323,40 @@ mod tests {
     fn mmio_alone_is_used() {
         let t = Tree::new();
         zone(&t, "intel-rapl-mmio:0", "package-0", 0);
+        // Package 1's MSR zone is broken: its MMIO twin stands in.
+        zone(&t, "intel-rapl:1", "package-1", 0);
+        t.file("class/powercap/intel-rapl:1/energy_uj", "broken");
+        zone(&t, "intel-rapl-mmio:1", "package-1", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        assert!(!p.describe().contains("duplicate"), "{}", p.describe());
         p.read(&at(0));
         set(&t, "intel-rapl-mmio:0", 3_000_000);
-        assert_eq!(zones(&p.read(&at(1))), [("package", 3.0)]);
+        set(&t, "intel-rapl-mmio:1", 4_000_000);
+        assert_eq!(zones(&p.read(&at(1))), [("package", 7.0)]);
+    }
+
+    #[test]
+    fn multi_die_packages_are_one_zone() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0-die-0", 0);
+        zone(&t, "intel-rapl:1", "package-0-die-1", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        set(&t, "intel-rapl:0", 3_000_000);
+        set(&t, "intel-rapl:1", 4_000_000);
+        assert_eq!(zones(&p.read(&at(1))), [("package", 7.0)]);
+    }
+
+    #[test]
+    fn platform_zones_have_a_higher_ceiling() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:1", "psys", 0);
+        let mut p = Powercap::open(t.root(), 1000.0).unwrap();
+        p.read(&at(0));
+        set(&t, "intel-rapl:1", 3_000_000_000); // 3 kW: a GPU server's platform
+        let r = p.read(&at(1));
+        assert_eq!(zones(&r), [("psys", 3000.0)]);
+        assert!(r.dropped.is_empty());
     }
 
     #[test]
@@ -437,6 +477,7 @@ mod tests {
     fn zone_names() {
         assert_eq!(zone_name("package-0"), "package");
         assert_eq!(zone_name("package-12"), "package");
+        assert_eq!(zone_name("package-1-die-1"), "package");
         assert_eq!(zone_name("psys"), "psys");
         assert_eq!(zone_name("DRAM"), "dram");
         assert_eq!(zone_name("odd name-x"), "odd_name_x");

@@ -111,7 +111,7 @@ fn power_read() -> Result<()> {
     for _ in 0..READS {
         let ctx = ReadContext {
             at: start.elapsed(),
-            busy_cpu_seconds: None,
+            busy: None,
         };
         let t = Instant::now();
         let r = source.source.read(&ctx);
