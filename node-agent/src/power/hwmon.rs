@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{
     EnergyCounter, EnergySource, Opened, PowerIntegrator, ReadContext, SourceKind, SourceReading,
     Update, ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
+    zone_label,
 };
 
 #[derive(Debug)]
@@ -35,21 +36,9 @@ pub fn zone_for(chip: &str, label: Option<&str>, kind: &str, index: u32) -> Stri
         ("amd_energy", Some(l)) if l.starts_with("Esocket") => "package".into(),
         ("amd_energy", Some(l)) if l.starts_with("Ecore") => "core".into(),
         ("power_meter", _) => "platform".into(),
-        (_, Some(l)) if !l.is_empty() => sanitize(l),
-        _ => sanitize(&format!("{chip}_{kind}{index}")),
+        (_, Some(l)) if !l.is_empty() => zone_label(l),
+        _ => zone_label(&format!("{chip}_{kind}{index}")),
     }
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// `energy3_input` → ("energy", 3, "input").
@@ -216,21 +205,8 @@ impl EnergySource for Hwmon {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::power::fixture::Tree;
-
-    fn at(ms: u64) -> ReadContext {
-        ReadContext {
-            at: Duration::from_millis(ms),
-            busy: None,
-        }
-    }
-
-    fn zones(r: &SourceReading) -> Vec<(&str, f64)> {
-        r.zones.iter().map(|(z, j)| (z.as_str(), *j)).collect()
-    }
+    use crate::power::fixture::{Tree, at, zones};
 
     #[test]
     fn amd_energy_counters() {
@@ -252,14 +228,11 @@ mod tests {
             "3 energy counter(s) and 0 power sensor(s) on hwmon2 (amd_energy), zones core, package"
         );
         let mut h = o.source;
-        h.read(&at(0));
+        h.read(&at(0.0));
         t.file(&format!("{d}/energy1_input"), "4000000")
             .file(&format!("{d}/energy2_input"), "3000000")
             .file(&format!("{d}/energy3_input"), "21000000");
-        assert_eq!(
-            zones(&h.read(&at(1000))),
-            [("core", 4.0), ("package", 12.0)]
-        );
+        assert_eq!(zones(&h.read(&at(1.0))), [("core", 4.0), ("package", 12.0)]);
     }
 
     #[test]
@@ -271,12 +244,12 @@ mod tests {
             .file(&format!("{d}/power1_input"), "5000000")
             .file(&format!("{d}/power1_average"), "4000000");
         let mut h = Hwmon::open(t.root(), 1000.0).unwrap();
-        assert_eq!(zones(&h.read(&at(0))), [("vdd_in", 0.0)]);
+        assert_eq!(zones(&h.read(&at(0.0))), [("vdd_in", 0.0)]);
         t.file(&format!("{d}/power1_input"), "7000000");
         // (5 W + 7 W) / 2 × 2 s = 12 J: _input is used, not _average.
-        assert_eq!(zones(&h.read(&at(2000))), [("vdd_in", 12.0)]);
+        assert_eq!(zones(&h.read(&at(2.0))), [("vdd_in", 12.0)]);
         t.file(&format!("{d}/power1_input"), "7000000");
-        assert_eq!(zones(&h.read(&at(2500))), [("vdd_in", 15.5)]);
+        assert_eq!(zones(&h.read(&at(2.5))), [("vdd_in", 15.5)]);
     }
 
     #[test]
@@ -286,8 +259,8 @@ mod tests {
         t.file(&format!("{d}/name"), "power_meter")
             .file(&format!("{d}/device/power1_average"), "250000000");
         let mut h = Hwmon::open(t.root(), 1000.0).unwrap();
-        h.read(&at(0));
-        assert_eq!(zones(&h.read(&at(1000))), [("platform", 250.0)]);
+        h.read(&at(0.0));
+        assert_eq!(zones(&h.read(&at(1.0))), [("platform", 250.0)]);
     }
 
     #[test]

@@ -378,6 +378,19 @@ pub fn sum_by_zone<'a>(counters: impl IntoIterator<Item = (&'a str, f64)>) -> Ve
         .collect()
 }
 
+/// A zone name from host text: lowercase ASCII letters and digits, anything else `_`.
+pub fn zone_label(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Reads a sysfs attribute as a trimmed string, with an error that names the file and the fix.
 pub fn read_attr(path: &Path) -> Result<String, String> {
     fs::read_to_string(path)
@@ -579,7 +592,22 @@ pub(crate) mod fixture {
         sync::atomic::{AtomicU32, Ordering},
     };
 
+    use super::{ReadContext, SourceReading};
+
     pub struct Tree(pub PathBuf);
+
+    /// A read at `secs` on the monotonic clock, without kernel counters.
+    pub fn at(secs: f64) -> ReadContext {
+        ReadContext {
+            at: std::time::Duration::from_secs_f64(secs),
+            busy: None,
+        }
+    }
+
+    /// The zones of a reading, for comparing with a literal.
+    pub fn zones(r: &SourceReading) -> Vec<(&str, f64)> {
+        r.zones.iter().map(|(z, j)| (z.as_str(), *j)).collect()
+    }
 
     impl Tree {
         pub fn new() -> Self {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update,
-    ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
+    ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone, zone_label,
 };
 
 const UJ: f64 = 1e-6;
@@ -52,15 +52,7 @@ pub fn zone_name(name: &str) -> String {
         Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
         _ => name,
     };
-    base.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    zone_label(base)
 }
 
 impl Powercap {
@@ -203,10 +195,11 @@ impl EnergySource for Powercap {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::power::{DropReason, fixture::Tree};
+    use crate::power::{
+        DropReason,
+        fixture::{Tree, at, zones},
+    };
 
     const MAX: u64 = 262_143_328_850;
 
@@ -219,17 +212,6 @@ mod tests {
 
     fn set(t: &Tree, id: &str, uj: u64) {
         t.file(&format!("class/powercap/{id}/energy_uj"), &uj.to_string());
-    }
-
-    fn at(secs: u64) -> ReadContext {
-        ReadContext {
-            at: Duration::from_secs(secs),
-            busy: None,
-        }
-    }
-
-    fn zones(r: &SourceReading) -> Vec<(&str, f64)> {
-        r.zones.iter().map(|(z, j)| (z.as_str(), *j)).collect()
     }
 
     #[test]
@@ -246,7 +228,7 @@ mod tests {
             "4 RAPL counter(s) on 1 package(s), zones core, dram, package, uncore"
         );
         assert_eq!(
-            zones(&p.read(&at(0))),
+            zones(&p.read(&at(0.0))),
             [
                 ("core", 0.0),
                 ("dram", 0.0),
@@ -258,7 +240,7 @@ mod tests {
         set(&t, "intel-rapl:0:0", 20_500_000);
         set(&t, "intel-rapl:0:1", 1_000_000);
         set(&t, "intel-rapl:0:2", 5_000_007);
-        let r = p.read(&at(1));
+        let r = p.read(&at(1.0));
         assert_eq!(
             zones(&r),
             [
@@ -283,12 +265,15 @@ mod tests {
             p.describe()
                 .contains("on 2 package(s), zones dram, package")
         );
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl:0", 100_000_000);
         set(&t, "intel-rapl:1", 60_000_000);
         set(&t, "intel-rapl:0:0", 10_000_000);
         set(&t, "intel-rapl:1:0", 12_000_000);
-        assert_eq!(zones(&p.read(&at(1))), [("dram", 22.0), ("package", 160.0)]);
+        assert_eq!(
+            zones(&p.read(&at(1.0))),
+            [("dram", 22.0), ("package", 160.0)]
+        );
     }
 
     #[test]
@@ -297,10 +282,13 @@ mod tests {
         zone(&t, "intel-rapl:0", "package-0", 5);
         zone(&t, "intel-rapl:0:0", "core", 5);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl:0", 40_000_005);
         set(&t, "intel-rapl:0:0", 25_000_005);
-        assert_eq!(zones(&p.read(&at(1))), [("core", 25.0), ("package", 40.0)]);
+        assert_eq!(
+            zones(&p.read(&at(1.0))),
+            [("core", 25.0), ("package", 40.0)]
+        );
     }
 
     #[test]
@@ -313,10 +301,10 @@ mod tests {
             p.describe()
                 .contains("1 intel-rapl-mmio duplicate(s) dropped")
         );
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl:0", 10_000_000);
         set(&t, "intel-rapl-mmio:0", 10_000_000);
-        assert_eq!(zones(&p.read(&at(1))), [("package", 10.0)]);
+        assert_eq!(zones(&p.read(&at(1.0))), [("package", 10.0)]);
     }
 
     #[test]
@@ -329,10 +317,10 @@ mod tests {
         zone(&t, "intel-rapl-mmio:1", "package-1", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
         assert!(!p.describe().contains("duplicate"), "{}", p.describe());
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl-mmio:0", 3_000_000);
         set(&t, "intel-rapl-mmio:1", 4_000_000);
-        assert_eq!(zones(&p.read(&at(1))), [("package", 7.0)]);
+        assert_eq!(zones(&p.read(&at(1.0))), [("package", 7.0)]);
     }
 
     #[test]
@@ -341,10 +329,10 @@ mod tests {
         zone(&t, "intel-rapl:0", "package-0-die-0", 0);
         zone(&t, "intel-rapl:1", "package-0-die-1", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl:0", 3_000_000);
         set(&t, "intel-rapl:1", 4_000_000);
-        assert_eq!(zones(&p.read(&at(1))), [("package", 7.0)]);
+        assert_eq!(zones(&p.read(&at(1.0))), [("package", 7.0)]);
     }
 
     #[test]
@@ -352,9 +340,9 @@ mod tests {
         let t = Tree::new();
         zone(&t, "intel-rapl:1", "psys", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl:1", 3_000_000_000); // 3 kW: a GPU server's platform
-        let r = p.read(&at(1));
+        let r = p.read(&at(1.0));
         assert_eq!(zones(&r), [("psys", 3000.0)]);
         assert!(r.dropped.is_empty());
     }
@@ -365,11 +353,11 @@ mod tests {
         zone(&t, "intel-rapl:0", "package-0", MAX - 4_000_000);
         zone(&t, "intel-rapl:1", "package-1", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        p.read(&at(0));
+        p.read(&at(0.0));
         // Socket 0 wraps: 4 J to the top, then 6 J. Socket 1 adds 2 J.
         set(&t, "intel-rapl:0", 6_000_000);
         set(&t, "intel-rapl:1", 2_000_000);
-        let r = p.read(&at(1));
+        let r = p.read(&at(1.0));
         assert_eq!(zones(&r), [("package", 12.0)]);
         assert!(r.dropped.is_empty());
     }
@@ -379,15 +367,15 @@ mod tests {
         let t = Tree::new();
         zone(&t, "intel-rapl:0", "package-0", 50_000_000);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl:0", 60_000_000);
-        assert_eq!(zones(&p.read(&at(1))), [("package", 10.0)]);
+        assert_eq!(zones(&p.read(&at(1.0))), [("package", 10.0)]);
         set(&t, "intel-rapl:0", 1_000_000); // counter reset, not a wrap
-        let r = p.read(&at(2));
+        let r = p.read(&at(2.0));
         assert_eq!(zones(&r), [("package", 10.0)]);
         assert_eq!(r.dropped, [("package".to_owned(), DropReason::Backwards)]);
         set(&t, "intel-rapl:0", 21_000_000);
-        assert_eq!(zones(&p.read(&at(3))), [("package", 30.0)]);
+        assert_eq!(zones(&p.read(&at(3.0))), [("package", 30.0)]);
     }
 
     #[test]
@@ -395,9 +383,9 @@ mod tests {
         let t = Tree::new();
         zone(&t, "intel-rapl:0", "package-0", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        p.read(&at(0));
+        p.read(&at(0.0));
         set(&t, "intel-rapl:0", 250_000_000_000); // 250 kJ in a second
-        let r = p.read(&at(1));
+        let r = p.read(&at(1.0));
         assert_eq!(zones(&r), [("package", 0.0)]);
         assert_eq!(
             r.dropped,
@@ -411,10 +399,10 @@ mod tests {
         zone(&t, "intel-rapl:0", "package-0", 0);
         zone(&t, "intel-rapl:0:0", "dram", 0);
         let mut p = Powercap::open(t.root(), 1000.0).unwrap();
-        p.read(&at(0));
+        p.read(&at(0.0));
         t.file("class/powercap/intel-rapl:0:0/energy_uj", "garbage");
         set(&t, "intel-rapl:0", 1_000_000);
-        let r = p.read(&at(1));
+        let r = p.read(&at(1.0));
         assert_eq!(zones(&r), [("dram", 0.0), ("package", 1.0)]);
         assert_eq!(r.errors.len(), 1);
         assert!(
@@ -446,9 +434,9 @@ mod tests {
             "{}",
             p.describe()
         );
-        p.read(&at(0));
+        p.read(&at(0.0));
         t.remove("class/powercap/intel-rapl:0/energy_uj");
-        let r = p.read(&at(1));
+        let r = p.read(&at(1.0));
         assert_eq!(zones(&r), [("package", 0.0)]);
         assert!(r.errors[0].ends_with("intel-rapl:0/energy_uj is missing"));
     }
