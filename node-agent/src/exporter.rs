@@ -493,6 +493,7 @@ mod tests {
                 path: Some("/".into()),
                 counters: c(2_000_000_000, 5, 6),
                 gone: false,
+                carried: CgroupCounters::default(),
             },
         );
         cgroups.insert(
@@ -501,6 +502,7 @@ mod tests {
                 path: Some("/a b\"c".into()),
                 counters: c(500_000_000, 1, 0),
                 gone: false,
+                carried: CgroupCounters::default(),
             },
         );
         cgroups.insert(
@@ -509,6 +511,7 @@ mod tests {
                 path: Some("/a b\"c".into()),
                 counters: c(250_000_000, 0, 1),
                 gone: true,
+                carried: CgroupCounters::default(),
             },
         );
         CountersSnapshot {
@@ -578,6 +581,7 @@ mod tests {
             estimated: true,
             model_family: Some("average".into()),
             at_unix: 1.7e9,
+            at: Duration::from_secs(100),
             zones: vec![
                 ZoneSample {
                     zone: "dram".into(),

@@ -3,9 +3,11 @@
 //! an immutable snapshot → exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
 
 pub mod agent;
+pub mod attribution;
 pub mod cgroup;
 pub mod check;
 pub mod config;
 pub mod exporter;
 pub mod kernel;
 pub mod power;
+pub mod workload;

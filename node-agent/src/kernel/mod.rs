@@ -77,6 +77,8 @@ pub struct KernelCounters {
     options: KernelOptions,
     /// Totals already taken out of the map (entries of removed cgroups).
     base: HashMap<u64, CgroupCounters>,
+    /// Per cgroup id, the totals carried into it from removed cgroups with the same path.
+    carried: HashMap<u64, CgroupCounters>,
     /// Removed cgroups: when first seen gone, and their last known path.
     gone: HashMap<u64, (Duration, Option<Arc<str>>)>,
     paths: HashMap<u64, Arc<str>>,
@@ -156,6 +158,7 @@ impl KernelCounters {
             possible_cpus,
             options,
             base: HashMap::new(),
+            carried: HashMap::new(),
             gone: HashMap::new(),
             paths: HashMap::new(),
             deletions: 0,
@@ -206,6 +209,7 @@ impl KernelCounters {
                             path: Some(path),
                             counters: total,
                             gone: false,
+                            carried: CgroupCounters::default(),
                         },
                     );
                 }
@@ -259,6 +263,7 @@ impl KernelCounters {
                 Some(p) => {
                     if let Some(&heir) = alive_by_path.get(&p) {
                         self.base.entry(heir).or_default().add(&total);
+                        self.carried.entry(heir).or_default().add(&total);
                         if let Some(sample) = cgroups.get_mut(&heir) {
                             sample.counters.add(&total);
                         }
@@ -270,13 +275,22 @@ impl KernelCounters {
         let gone = &self.gone;
         self.base
             .retain(|id, _| gone.contains_key(id) || cgroups.contains_key(id));
+        self.carried
+            .retain(|id, _| gone.contains_key(id) || cgroups.contains_key(id));
         for (id, (_, path)) in &self.gone {
             if let Some(total) = self.base.get(id) {
                 cgroups.entry(*id).or_insert_with(|| CgroupSample {
                     path: path.clone(),
                     counters: *total,
                     gone: true,
+                    carried: CgroupCounters::default(),
                 });
+            }
+        }
+
+        for (id, sample) in cgroups.iter_mut() {
+            if let Some(c) = self.carried.get(id) {
+                sample.carried = *c;
             }
         }
 

@@ -53,6 +53,9 @@ pub struct CgroupSample {
     pub counters: CgroupCounters,
     /// The cgroup has been removed; its totals are final.
     pub gone: bool,
+    /// Part of `counters` carried in from removed cgroups that had the same path (a restarted
+    /// service), so that the path's totals never go backwards. Not this cgroup's own activity.
+    pub carried: CgroupCounters,
 }
 
 /// Which PMU counters feed the cycles/instructions columns.

@@ -269,6 +269,8 @@ pub struct PowerSnapshot {
     pub model_family: Option<String>,
     /// Wall-clock time of the reading (Unix seconds), so that consumers can align it.
     pub at_unix: f64,
+    /// CLOCK_MONOTONIC of the reading, for intervals.
+    pub at: Duration,
     pub zones: Vec<ZoneSample>,
     /// Dropped readings so far, per zone and reason.
     pub dropped: BTreeMap<(String, DropReason), u64>,
@@ -358,6 +360,7 @@ impl Meter {
             estimated: self.opened.estimated,
             model_family: self.opened.model_family.clone(),
             at_unix,
+            at: ctx.at,
             zones,
             dropped: self.dropped.clone(),
             errors: self.errors,

@@ -1,0 +1,447 @@
+//! Attribution: each interval, per zone, node energy → idle + active → workloads, by what the
+//! kernel counted. The math is in [`split`] (pure); [`Attributor`] keeps the running totals per
+//! workload and hands an immutable [`AttributionSnapshot`] to the exporter.
+
+pub mod split;
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use node_agent_common::CgroupCounters;
+
+pub use split::{IdlePolicy, Split, idle_intercept, increase, split};
+
+use crate::{
+    kernel::{CountersSnapshot, PmuCounters},
+    power::PowerSnapshot,
+    workload::{self, Workload},
+};
+
+/// What active energy is shared by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShareBy {
+    /// Cycles where a hardware PMU counts them, busy CPU time otherwise.
+    #[default]
+    Auto,
+    /// Busy CPU time.
+    Cpu,
+    /// CPU cycles (needs a PMU; falls back to CPU time without one).
+    Cycles,
+}
+
+#[derive(Clone, Debug)]
+pub struct AttributionOptions {
+    pub idle_policy: IdlePolicy,
+    pub share_by: ShareBy,
+    /// Non-container cgroups are reported at this depth of the path.
+    pub cgroup_depth: usize,
+    /// How long a workload that stopped keeps its series.
+    pub retention: Duration,
+    /// Idle power per zone set by the operator, in watts.
+    pub configured_idle: Vec<(String, f64)>,
+    /// Intervals in the sliding window of the measured idle estimate.
+    pub idle_window: usize,
+}
+
+impl Default for AttributionOptions {
+    fn default() -> Self {
+        Self {
+            idle_policy: IdlePolicy::Node,
+            share_by: ShareBy::Auto,
+            cgroup_depth: 2,
+            retention: Duration::from_secs(600),
+            configured_idle: Vec::new(),
+            idle_window: 120,
+        }
+    }
+}
+
+/// Label of cgroups removed before the agent saw their path.
+pub const UNSEEN: &str = "(removed before it was seen)";
+/// Label of CPU time charged while the in-kernel cgroup map was full.
+pub const OVERFLOW: &str = "(cgroup map full)";
+
+/// How a zone's idle power is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleMethod {
+    /// Set with --power.idle-watts.
+    Configured,
+    /// The power model's idle figure.
+    Model,
+    /// The intercept of power against busy ratio over the recent window.
+    Regression,
+    /// Not enough spread in load yet for a regression: the lowest power seen, an upper bound.
+    Minimum,
+}
+
+impl IdleMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdleMethod::Configured => "configured",
+            IdleMethod::Model => "model",
+            IdleMethod::Regression => "regression",
+            IdleMethod::Minimum => "minimum",
+        }
+    }
+}
+
+/// One zone of the node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeZone {
+    pub zone: String,
+    /// Joules since the agent started.
+    pub active_joules: f64,
+    pub idle_joules: f64,
+    /// The part no workload took: all idle under the `node` policy, idle with no container to
+    /// take it under `even`, and the energy of intervals in which nothing ran.
+    pub kept_joules: f64,
+    /// Average power over the last interval (none before two readings).
+    pub active_watts: Option<f64>,
+    pub idle_watts: Option<f64>,
+    /// The idle power in use, and how it is known.
+    pub idle_estimate: Option<(f64, IdleMethod)>,
+}
+
+/// A workload's totals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadTotals {
+    pub workload: Workload,
+    /// Some cgroup of it exists now.
+    pub running: bool,
+    /// Counted since the agent started.
+    pub counters: CgroupCounters,
+    /// Per zone (same order as [`AttributionSnapshot::zones`]): joules since the agent started,
+    /// and average power over the last interval.
+    pub joules: Vec<f64>,
+    pub watts: Vec<Option<f64>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AttributionSnapshot {
+    pub zones: Vec<String>,
+    pub node: Vec<NodeZone>,
+    pub workloads: Vec<WorkloadTotals>,
+    /// What active energy was shared by in the last interval.
+    pub shared_by_cycles: bool,
+    /// The agent's own CPU time and the energy attributed to it, per zone.
+    pub agent_cpu_seconds: f64,
+    pub agent_joules: Vec<f64>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    counters: CgroupCounters,
+    joules: BTreeMap<String, f64>,
+    watts: BTreeMap<String, f64>,
+    running: bool,
+    last_running: Duration,
+}
+
+#[derive(Debug, Default)]
+struct NodeEntry {
+    active: f64,
+    idle: f64,
+    kept: f64,
+    active_watts: Option<f64>,
+    idle_watts: Option<f64>,
+    estimate: Option<(f64, IdleMethod)>,
+    window: VecDeque<(f64, f64)>,
+}
+
+/// Keeps the running totals: per cgroup id its last own counts, per workload its totals.
+#[derive(Debug)]
+pub struct Attributor {
+    opts: AttributionOptions,
+    /// Per cgroup id: its workload, and its own counts at the last read.
+    ids: HashMap<u64, (Workload, CgroupCounters)>,
+    last_overflow: Option<CgroupCounters>,
+    last_cpu: Option<(u64, u64)>,
+    last_power: Option<(Duration, BTreeMap<String, f64>)>,
+    last_agent_ns: Option<u64>,
+    workloads: BTreeMap<Workload, Entry>,
+    node: BTreeMap<String, NodeEntry>,
+    agent_ns: u64,
+    agent_joules: BTreeMap<String, f64>,
+}
+
+fn sub(a: &CgroupCounters, b: &CgroupCounters) -> CgroupCounters {
+    CgroupCounters {
+        cpu_ns: a.cpu_ns.saturating_sub(b.cpu_ns),
+        switches_voluntary: a.switches_voluntary.saturating_sub(b.switches_voluntary),
+        switches_involuntary: a
+            .switches_involuntary
+            .saturating_sub(b.switches_involuntary),
+        cycles: a.cycles.saturating_sub(b.cycles),
+        instructions: a.instructions.saturating_sub(b.instructions),
+    }
+}
+
+/// The increase of every counter (a counter that went down restarted from zero).
+fn increases(prev: Option<&CgroupCounters>, now: &CgroupCounters) -> CgroupCounters {
+    let f = |p: Option<u64>, n: u64| increase(p, n);
+    CgroupCounters {
+        cpu_ns: f(prev.map(|p| p.cpu_ns), now.cpu_ns),
+        switches_voluntary: f(prev.map(|p| p.switches_voluntary), now.switches_voluntary),
+        switches_involuntary: f(
+            prev.map(|p| p.switches_involuntary),
+            now.switches_involuntary,
+        ),
+        cycles: f(prev.map(|p| p.cycles), now.cycles),
+        instructions: f(prev.map(|p| p.instructions), now.instructions),
+    }
+}
+
+impl Attributor {
+    pub fn new(opts: AttributionOptions) -> Self {
+        Self {
+            opts,
+            ids: HashMap::new(),
+            last_overflow: None,
+            last_cpu: None,
+            last_power: None,
+            last_agent_ns: None,
+            workloads: BTreeMap::new(),
+            node: BTreeMap::new(),
+            agent_ns: 0,
+            agent_joules: BTreeMap::new(),
+        }
+    }
+
+    /// Takes one interval: the kernel counters, the power reading (if any), the idle power the
+    /// source knows (the model's), and the agent's own CPU time.
+    pub fn update(
+        &mut self,
+        counters: &CountersSnapshot,
+        power: Option<&PowerSnapshot>,
+        source_idle: &[(String, f64)],
+        agent_cpu_ns: u64,
+    ) -> AttributionSnapshot {
+        let now = counters.at;
+        // Per workload, what its cgroups did this interval.
+        let mut deltas: BTreeMap<Workload, (CgroupCounters, bool)> = BTreeMap::new();
+        let mut seen: HashMap<u64, (Workload, CgroupCounters)> =
+            HashMap::with_capacity(counters.cgroups.len());
+        for (id, sample) in &counters.cgroups {
+            // Totals carried in from a removed cgroup of the same path were counted already.
+            let own = sub(&sample.counters, &sample.carried);
+            let (workload, prev) = match self.ids.remove(id) {
+                Some((w, prev)) => (w, Some(prev)),
+                None => {
+                    let w = match sample.path.as_deref() {
+                        Some(p) => workload::classify(p, self.opts.cgroup_depth),
+                        None => Workload::Cgroup(Arc::from(UNSEEN)),
+                    };
+                    (w, None)
+                }
+            };
+            let d = increases(prev.as_ref(), &own);
+            let e = deltas.entry(workload.clone()).or_default();
+            e.0.add(&d);
+            e.1 |= !sample.gone;
+            seen.insert(*id, (workload, own));
+        }
+        self.ids = seen;
+        if counters.overflow != CgroupCounters::default() || self.last_overflow.is_some() {
+            let d = increases(self.last_overflow.as_ref(), &counters.overflow);
+            self.last_overflow = Some(counters.overflow);
+            let e = deltas
+                .entry(Workload::Cgroup(Arc::from(OVERFLOW)))
+                .or_default();
+            e.0.add(&d);
+            e.1 = true;
+        }
+
+        let (busy, idle) = (counters.busy_ns(), counters.idle_ns());
+        let (d_busy, d_idle) = match self.last_cpu.replace((busy, idle)) {
+            Some((b, i)) => (busy.saturating_sub(b), idle.saturating_sub(i)),
+            None => (busy, idle),
+        };
+        let busy_ratio = if d_busy + d_idle > 0 {
+            d_busy as f64 / (d_busy + d_idle) as f64
+        } else {
+            0.0
+        };
+        let d_agent = increase(self.last_agent_ns.replace(agent_cpu_ns), agent_cpu_ns);
+        self.agent_ns += d_agent;
+
+        // Shares: cycles where a hardware PMU counts them (and asked for), else CPU time.
+        let by_cycles = match self.opts.share_by {
+            ShareBy::Cpu => false,
+            ShareBy::Auto => counters.pmu == PmuCounters::Hardware,
+            ShareBy::Cycles => counters.pmu != PmuCounters::None,
+        } && deltas.values().any(|(d, _)| d.cycles > 0);
+        let keys: Vec<Workload> = deltas.keys().cloned().collect();
+        let weights: Vec<f64> = deltas
+            .values()
+            .map(|(d, _)| {
+                if by_cycles {
+                    d.cycles as f64
+                } else {
+                    d.cpu_ns as f64
+                }
+            })
+            .collect();
+        let running: Vec<bool> = deltas
+            .iter()
+            .map(|(w, (_, r))| *r && matches!(w, Workload::Container(_)))
+            .collect();
+        let total_cpu: u64 = deltas.values().map(|(d, _)| d.cpu_ns).sum();
+
+        // Counters and liveness.
+        for (w, (d, r)) in &deltas {
+            let e = self.workloads.entry(w.clone()).or_insert_with(|| Entry {
+                counters: CgroupCounters::default(),
+                joules: BTreeMap::new(),
+                watts: BTreeMap::new(),
+                running: *r,
+                last_running: now,
+            });
+            e.counters.add(d);
+            e.running = *r;
+            if *r {
+                e.last_running = now;
+            }
+            e.watts.clear();
+        }
+        for (w, e) in self.workloads.iter_mut() {
+            if !deltas.contains_key(w) {
+                e.running = false;
+                e.watts.clear();
+            }
+        }
+
+        // Energy, per zone.
+        if let Some(p) = power {
+            let joules: BTreeMap<String, f64> =
+                p.zones.iter().map(|z| (z.zone.clone(), z.joules)).collect();
+            if let Some((last_at, last)) = self.last_power.replace((p.at, joules.clone())) {
+                let dt = p.at.saturating_sub(last_at).as_secs_f64();
+                for z in &p.zones {
+                    let Some(before) = last.get(&z.zone) else {
+                        continue;
+                    };
+                    let energy = (z.joules - before).max(0.0);
+                    let node = self.node.entry(z.zone.clone()).or_default();
+                    if let Some(w) = z.watts {
+                        node.window.push_back((busy_ratio, w));
+                        while node.window.len() > self.opts.idle_window.max(2) {
+                            node.window.pop_front();
+                        }
+                    }
+                    node.estimate = idle_estimate(
+                        &z.zone,
+                        &self.opts.configured_idle,
+                        source_idle,
+                        &node.window,
+                    );
+                    let idle_j = node.estimate.map_or(0.0, |(w, _)| w * dt.max(0.0));
+                    let s = split(energy, idle_j, &weights, &running, self.opts.idle_policy);
+                    node.active += s.active;
+                    node.idle += s.idle;
+                    node.kept += s.kept_by_node;
+                    let per_s = |j: f64| (dt > 0.0).then(|| j / dt);
+                    node.active_watts = per_s(s.active);
+                    node.idle_watts = per_s(s.idle);
+                    for (i, w) in keys.iter().enumerate() {
+                        let j = s.workload_active[i] + s.workload_idle[i];
+                        if let Some(e) = self.workloads.get_mut(w) {
+                            *e.joules.entry(z.zone.clone()).or_default() += j;
+                            if let Some(watts) = per_s(j) {
+                                e.watts.insert(z.zone.clone(), watts);
+                            }
+                        }
+                    }
+                    // The agent's own share of active energy, by its CPU time.
+                    if total_cpu > 0 {
+                        *self.agent_joules.entry(z.zone.clone()).or_default() +=
+                            s.active * (d_agent.min(total_cpu) as f64 / total_cpu as f64);
+                    }
+                }
+            }
+        }
+
+        // Workloads that stopped go after the retention.
+        let retention = self.opts.retention;
+        self.workloads
+            .retain(|_, e| e.running || now.saturating_sub(e.last_running) < retention);
+
+        self.snapshot(power, by_cycles)
+    }
+
+    fn snapshot(&self, power: Option<&PowerSnapshot>, by_cycles: bool) -> AttributionSnapshot {
+        let zones: Vec<String> = power
+            .map(|p| p.zones.iter().map(|z| z.zone.clone()).collect())
+            .unwrap_or_default();
+        let node = zones
+            .iter()
+            .map(|z| {
+                let n = self.node.get(z);
+                NodeZone {
+                    zone: z.clone(),
+                    active_joules: n.map_or(0.0, |n| n.active),
+                    idle_joules: n.map_or(0.0, |n| n.idle),
+                    kept_joules: n.map_or(0.0, |n| n.kept),
+                    active_watts: n.and_then(|n| n.active_watts),
+                    idle_watts: n.and_then(|n| n.idle_watts),
+                    idle_estimate: n.and_then(|n| n.estimate),
+                }
+            })
+            .collect();
+        let workloads = self
+            .workloads
+            .iter()
+            .map(|(w, e)| WorkloadTotals {
+                workload: w.clone(),
+                running: e.running,
+                counters: e.counters,
+                joules: zones
+                    .iter()
+                    .map(|z| e.joules.get(z).copied().unwrap_or(0.0))
+                    .collect(),
+                watts: zones.iter().map(|z| e.watts.get(z).copied()).collect(),
+            })
+            .collect();
+        AttributionSnapshot {
+            node,
+            workloads,
+            shared_by_cycles: by_cycles,
+            agent_cpu_seconds: self.agent_ns as f64 / 1e9,
+            agent_joules: zones
+                .iter()
+                .map(|z| self.agent_joules.get(z).copied().unwrap_or(0.0))
+                .collect(),
+            zones,
+        }
+    }
+}
+
+/// The idle power of a zone: configured, else the source's own (the model), else measured.
+fn idle_estimate(
+    zone: &str,
+    configured: &[(String, f64)],
+    source: &[(String, f64)],
+    window: &VecDeque<(f64, f64)>,
+) -> Option<(f64, IdleMethod)> {
+    if let Some((_, w)) = configured.iter().find(|(z, _)| z == zone) {
+        return Some((*w, IdleMethod::Configured));
+    }
+    if let Some((_, w)) = source.iter().find(|(z, _)| z == zone) {
+        return Some((*w, IdleMethod::Model));
+    }
+    let points: Vec<(f64, f64)> = window.iter().copied().collect();
+    if let Some(w) = idle_intercept(&points) {
+        return Some((w, IdleMethod::Regression));
+    }
+    points
+        .iter()
+        .map(|p| p.1)
+        .filter(|w| w.is_finite())
+        .reduce(f64::min)
+        .map(|w| (w.max(0.0), IdleMethod::Minimum))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! The attribution math, pure: one zone's energy over one interval split into the node's idle
+//! (static) part and an active part, and both shared among workloads. Inputs in, numbers out.
+
+/// Where idle (static) energy goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdlePolicy {
+    /// Idle stays on the node's own series.
+    #[default]
+    Node,
+    /// Idle is shared like active energy, by CPU share.
+    Proportional,
+    /// Idle is shared evenly among the running containers.
+    Even,
+}
+
+/// One zone's energy over one interval, split.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    /// Idle energy of the node.
+    pub idle: f64,
+    /// Active energy of the node (the rest).
+    pub active: f64,
+    /// The part of `idle` no workload took (all of it under [`IdlePolicy::Node`]), plus active
+    /// energy of an interval in which nothing ran.
+    pub kept_by_node: f64,
+    /// Per workload (same order as the weights): its active and idle shares.
+    pub workload_active: Vec<f64>,
+    pub workload_idle: Vec<f64>,
+}
+
+fn clean(x: f64) -> f64 {
+    if x.is_finite() && x > 0.0 { x } else { 0.0 }
+}
+
+/// Splits `energy` joules: `idle_estimate` joules of it are idle (clamped to 0..=energy), the
+/// rest active; active goes to workloads in proportion to `weights` (their busy CPU time or
+/// cycles); idle goes by `policy`. `running[i]` says whether workload i is a running container
+/// (for [`IdlePolicy::Even`]). If nothing ran, every joule is the node's idle: nothing is lost.
+///
+/// Always: `kept_by_node + Σ workload_active + Σ workload_idle = energy` (up to rounding) and
+/// `idle + active = energy`.
+pub fn split(
+    energy: f64,
+    idle_estimate: f64,
+    weights: &[f64],
+    running: &[bool],
+    policy: IdlePolicy,
+) -> Split {
+    let energy = clean(energy);
+    let total_weight: f64 = weights.iter().map(|w| clean(*w)).sum();
+    let n = weights.len();
+    let mut s = Split {
+        workload_active: vec![0.0; n],
+        workload_idle: vec![0.0; n],
+        ..Split::default()
+    };
+    if total_weight <= 0.0 {
+        // Nothing ran: all of it is idle, and stays on the node.
+        s.idle = energy;
+        s.kept_by_node = energy;
+        return s;
+    }
+    s.idle = clean(idle_estimate).min(energy);
+    s.active = energy - s.idle;
+    for (i, w) in weights.iter().enumerate() {
+        s.workload_active[i] = s.active * clean(*w) / total_weight;
+    }
+    let runners = running.iter().filter(|r| **r).count();
+    match policy {
+        IdlePolicy::Proportional => {
+            for (i, w) in weights.iter().enumerate() {
+                s.workload_idle[i] = s.idle * clean(*w) / total_weight;
+            }
+        }
+        IdlePolicy::Even if runners > 0 => {
+            for (i, r) in running.iter().enumerate().take(n) {
+                if *r {
+                    s.workload_idle[i] = s.idle / runners as f64;
+                }
+            }
+        }
+        IdlePolicy::Even | IdlePolicy::Node => s.kept_by_node = s.idle,
+    }
+    s
+}
+
+/// A counter's increase since the previous reading: if it went down, it restarted from zero and
+/// the whole value is new.
+pub fn increase(previous: Option<u64>, now: u64) -> u64 {
+    match previous {
+        Some(p) if now >= p => now - p,
+        _ => now,
+    }
+}
+
+/// Idle power estimated from measurements: the intercept at zero load of a least-squares line of
+/// power against the busy ratio, over a window of intervals. `None` until the window holds at
+/// least `MIN_POINTS` points with enough spread in load to fit a line.
+pub fn idle_intercept(points: &[(f64, f64)]) -> Option<f64> {
+    const MIN_POINTS: usize = 10;
+    // The busy ratio must spread by at least this standard deviation for a meaningful slope.
+    const MIN_SPREAD: f64 = 0.1;
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    if pts.len() < MIN_POINTS {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx / n < MIN_SPREAD * MIN_SPREAD {
+        return None;
+    }
+    let intercept = my - sxy / sxx * mx;
+    // Idle power is at least 0 and at most the lowest power seen.
+    let lowest = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    Some(intercept.clamp(0.0, lowest.max(0.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn total(s: &Split) -> f64 {
+        s.kept_by_node + s.workload_active.iter().sum::<f64>() + s.workload_idle.iter().sum::<f64>()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    fn policy() -> impl Strategy<Value = IdlePolicy> {
+        prop_oneof![
+            Just(IdlePolicy::Node),
+            Just(IdlePolicy::Proportional),
+            Just(IdlePolicy::Even)
+        ]
+    }
+
+    proptest! {
+        /// Every joule lands somewhere, whatever the inputs and the policy.
+        #[test]
+        fn conserves_energy(
+            energy in 0.0f64..1e6,
+            idle in -10.0f64..2e6,
+            ws in proptest::collection::vec((0.0f64..1e9, any::<bool>()), 0..50),
+            p in policy(),
+        ) {
+            let weights: Vec<f64> = ws.iter().map(|w| w.0).collect();
+            let running: Vec<bool> = ws.iter().map(|w| w.1).collect();
+            let s = split(energy, idle, &weights, &running, p);
+            prop_assert!(close(total(&s), energy), "{} vs {energy}", total(&s));
+            prop_assert!(close(s.idle + s.active, energy));
+            prop_assert!(s.idle >= 0.0 && s.active >= 0.0);
+            prop_assert!(s.workload_active.iter().chain(&s.workload_idle).all(|x| *x >= 0.0));
+        }
+
+        /// Active energy is shared exactly in proportion to the weights.
+        #[test]
+        fn shares_follow_weights(a in 1.0f64..1e9, b in 1.0f64..1e9, energy in 1.0f64..1e5) {
+            let s = split(energy, 0.0, &[a, b], &[true, true], IdlePolicy::Node);
+            prop_assert!(close(s.workload_active[0] / s.workload_active[1], a / b));
+        }
+
+        /// Bad numbers from a broken input never produce NaN or negative energy.
+        #[test]
+        fn garbage_in_no_nan_out(
+            energy in prop_oneof![Just(f64::NAN), Just(-5.0), Just(f64::INFINITY), 0.0f64..10.0],
+            w in prop_oneof![Just(f64::NAN), Just(-1.0), 0.0f64..10.0],
+        ) {
+            let s = split(energy, 1.0, &[w, 1.0], &[true, false], IdlePolicy::Even);
+            prop_assert!(total(&s).is_finite() && total(&s) >= 0.0);
+        }
+
+        /// The intercept of an exact line with enough spread is the line's intercept.
+        #[test]
+        fn intercept_of_a_line(
+            idle in 1.0f64..500.0,
+            slope in 0.0f64..500.0,
+            xs in proptest::collection::vec(0.0f64..1.0, 10..100),
+        ) {
+            let pts: Vec<(f64, f64)> = xs.iter().map(|x| (*x, idle + slope * x)).collect();
+            let n = xs.len() as f64;
+            let mean = xs.iter().sum::<f64>() / n;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+            match idle_intercept(&pts) {
+                Some(est) => prop_assert!((est - idle).abs() < 1e-6 * idle, "{est} vs {idle}"),
+                None => prop_assert!(var < 0.01),
+            }
+        }
+    }
+
+    #[test]
+    fn zero_busy_time_keeps_everything_on_the_node() {
+        let s = split(100.0, 40.0, &[0.0, 0.0], &[true, true], IdlePolicy::Even);
+        assert_eq!((s.idle, s.active, s.kept_by_node), (100.0, 0.0, 100.0));
+        let s = split(100.0, 40.0, &[], &[], IdlePolicy::Proportional);
+        assert_eq!(s.kept_by_node, 100.0);
+    }
+
+    #[test]
+    fn one_cgroup_takes_all_active() {
+        let s = split(100.0, 40.0, &[5.0], &[true], IdlePolicy::Node);
+        assert_eq!(
+            (s.idle, s.active, s.workload_active[0], s.kept_by_node),
+            (40.0, 60.0, 60.0, 40.0)
+        );
+    }
+
+    #[test]
+    fn idle_policies() {
+        let w = [3.0, 1.0, 0.0];
+        let r = [true, true, false];
+        let p = split(100.0, 40.0, &w, &r, IdlePolicy::Proportional);
+        assert_eq!(p.workload_idle, [30.0, 10.0, 0.0]);
+        assert_eq!(p.kept_by_node, 0.0);
+        let e = split(100.0, 40.0, &w, &r, IdlePolicy::Even);
+        assert_eq!(e.workload_idle, [20.0, 20.0, 0.0]);
+        let none_running = split(100.0, 40.0, &w, &[false; 3], IdlePolicy::Even);
+        assert_eq!(none_running.kept_by_node, 40.0);
+        // An idle estimate above the energy (a quiet interval, a high estimate) is clamped.
+        let c = split(30.0, 40.0, &w, &r, IdlePolicy::Node);
+        assert_eq!((c.idle, c.active), (30.0, 0.0));
+    }
+
+    #[test]
+    fn counter_resets() {
+        assert_eq!(increase(Some(10), 15), 5);
+        assert_eq!(increase(Some(10), 3), 3, "restarted from zero");
+        assert_eq!(increase(None, 7), 7, "new: all of it is new");
+    }
+
+    #[test]
+    fn intercept_needs_spread() {
+        let flat: Vec<(f64, f64)> = (0..20).map(|i| (0.5, 70.0 + i as f64 * 0.01)).collect();
+        assert_eq!(idle_intercept(&flat), None);
+        let few: Vec<(f64, f64)> = (0..5).map(|i| (i as f64 / 5.0, 40.0)).collect();
+        assert_eq!(idle_intercept(&few), None);
+        let line: Vec<(f64, f64)> = (0..20)
+            .map(|i| (i as f64 / 20.0, 40.0 + 60.0 * i as f64 / 20.0))
+            .collect();
+        assert!((idle_intercept(&line).unwrap() - 40.0).abs() < 1e-9);
+    }
+}

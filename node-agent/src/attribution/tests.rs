@@ -1,0 +1,297 @@
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use node_agent_common::CgroupCounters;
+use proptest::prelude::*;
+
+use super::*;
+use crate::{
+    kernel::{CgroupSample, CpuTime},
+    power::{SourceKind, ZoneSample},
+};
+
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn counters(at_s: u64, cgroups: &[(u64, &str, u64, bool)], busy_ns: u64) -> CountersSnapshot {
+    CountersSnapshot {
+        at: Duration::from_secs(at_s),
+        cgroups: cgroups
+            .iter()
+            .map(|(id, path, cpu, gone)| {
+                (
+                    *id,
+                    CgroupSample {
+                        path: Some(Arc::from(*path)),
+                        counters: CgroupCounters {
+                            cpu_ns: *cpu,
+                            ..Default::default()
+                        },
+                        gone: *gone,
+                        carried: CgroupCounters::default(),
+                    },
+                )
+            })
+            .collect(),
+        cpus: vec![CpuTime {
+            busy_ns,
+            idle_ns: at_s * 1_000_000_000 - busy_ns.min(at_s * 1_000_000_000),
+        }],
+        cpus_at: Duration::from_secs(at_s),
+        overflow: CgroupCounters::default(),
+        map_entries: 0,
+        map_capacity: 16,
+        pmu: PmuCounters::None,
+        map_deletions: 0,
+        retired_unseen: CgroupCounters::default(),
+    }
+}
+
+fn power(at_s: u64, joules: f64) -> PowerSnapshot {
+    PowerSnapshot {
+        source: SourceKind::Powercap,
+        estimated: false,
+        model_family: None,
+        at_unix: at_s as f64,
+        at: Duration::from_secs(at_s),
+        zones: vec![ZoneSample {
+            zone: "package".into(),
+            joules,
+            watts: None,
+        }],
+        dropped: BTreeMap::new(),
+        errors: 0,
+    }
+}
+
+fn joules_of(s: &AttributionSnapshot, name: &str) -> f64 {
+    s.workloads
+        .iter()
+        .find(|w| match &w.workload {
+            Workload::Cgroup(p) => &**p == name,
+            Workload::Container(c) => &*c.id == name,
+        })
+        .map_or(0.0, |w| w.joules[0])
+}
+
+#[test]
+fn three_to_one_with_a_configured_idle() {
+    let mut a = Attributor::new(AttributionOptions {
+        configured_idle: vec![("package".into(), 40.0)],
+        ..AttributionOptions::default()
+    });
+    let pods = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod6f1c3a2e_8a55_4b3e_9a4e_2d0f4c1b7e21.slice/cri-containerd-{ID}.scope"
+    );
+    a.update(
+        &counters(1, &[(1, "/", 0, false), (2, &pods, 0, false)], 0),
+        Some(&power(1, 0.0)),
+        &[],
+        0,
+    );
+    // 10 s at 100 W: 400 J idle, 600 J active; the container ran 3 s, the root cgroup 1 s.
+    let s = a.update(
+        &counters(
+            11,
+            &[
+                (1, "/", 1_000_000_000, false),
+                (2, &pods, 3_000_000_000, false),
+            ],
+            4_000_000_000,
+        ),
+        Some(&power(11, 1000.0)),
+        &[],
+        0,
+    );
+    assert_eq!(s.node[0].idle_joules, 400.0);
+    assert_eq!(s.node[0].active_joules, 600.0);
+    assert_eq!(
+        s.node[0].idle_estimate,
+        Some((40.0, IdleMethod::Configured))
+    );
+    assert_eq!(joules_of(&s, ID), 450.0);
+    assert_eq!(joules_of(&s, "/"), 150.0);
+    assert_eq!(s.node[0].active_watts, Some(60.0));
+    let c = s
+        .workloads
+        .iter()
+        .find(|w| matches!(w.workload, Workload::Container(_)))
+        .unwrap();
+    assert_eq!(c.watts[0], Some(45.0));
+    assert_eq!(c.counters.cpu_ns, 3_000_000_000);
+}
+
+#[test]
+fn carried_totals_are_not_counted_twice_and_stopped_workloads_expire() {
+    let mut a = Attributor::new(AttributionOptions {
+        retention: Duration::from_secs(5),
+        ..AttributionOptions::default()
+    });
+    a.update(
+        &counters(1, &[(1, "/a/b", 100, false)], 100),
+        Some(&power(1, 0.0)),
+        &[],
+        0,
+    );
+    // Id 1 is removed; id 2 took its path and the kernel carried id 1's 100 ns into it.
+    let mut c = counters(2, &[(2, "/a/b", 150, false)], 150);
+    c.cgroups.get_mut(&2).unwrap().carried.cpu_ns = 100;
+    let s = a.update(&c, Some(&power(2, 10.0)), &[], 0);
+    let w = &s.workloads[0];
+    assert_eq!(w.counters.cpu_ns, 150, "100 from id 1, 50 from id 2");
+    // The workload stops; after the retention its series go.
+    let s = a.update(&counters(3, &[], 150), Some(&power(3, 20.0)), &[], 0);
+    assert!(!s.workloads[0].running);
+    let s = a.update(&counters(9, &[], 150), Some(&power(9, 30.0)), &[], 0);
+    assert!(s.workloads.is_empty());
+    assert_eq!(s.node[0].active_joules + s.node[0].idle_joules, 30.0);
+}
+
+#[test]
+fn the_model_idle_is_used_and_the_regression_finds_the_intercept() {
+    let mut a = Attributor::new(AttributionOptions::default());
+    a.update(
+        &counters(1, &[(1, "/x", 0, false)], 0),
+        Some(&power(1, 0.0)),
+        &[("package".into(), 7.0)],
+        0,
+    );
+    let s = a.update(
+        &counters(2, &[(1, "/x", 1, false)], 1),
+        Some(&power(2, 10.0)),
+        &[("package".into(), 7.0)],
+        0,
+    );
+    assert_eq!(s.node[0].idle_estimate, Some((7.0, IdleMethod::Model)));
+
+    // Measured: 40 W + 60 W × busy, busy going 0, 0.1, …, 0.9 over twenty 1 s intervals.
+    let mut a = Attributor::new(AttributionOptions::default());
+    let (mut busy, mut joules, mut cpu) = (0u64, 0.0, 0u64);
+    let mut last = None;
+    for t in 1..=21u64 {
+        let ratio = (t % 10) as f64 / 10.0;
+        let mut z = power(t, joules);
+        z.zones[0].watts = (t > 1).then_some(40.0 + 60.0 * ratio);
+        let s = a.update(
+            &counters(t, &[(1, "/x", cpu, false)], busy),
+            Some(&z),
+            &[],
+            0,
+        );
+        last = Some(s);
+        let d = (ratio * 1e9) as u64;
+        busy += d;
+        cpu += d;
+        joules += 40.0 + 60.0 * ((t + 1) % 10) as f64 / 10.0;
+    }
+    let (w, method) = last.unwrap().node[0].idle_estimate.unwrap();
+    assert_eq!(method, IdleMethod::Regression);
+    assert!((w - 40.0).abs() < 8.0, "{w}");
+}
+
+/// One random interval: which of a fixed set of cgroups exist, how much each ran, whether its
+/// counter restarted, and the node's energy.
+#[derive(Clone, Debug)]
+struct Step {
+    present: Vec<(bool, bool, u64, bool)>,
+    joules: f64,
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        (
+            proptest::collection::vec(
+                (
+                    any::<bool>(),
+                    any::<bool>(),
+                    0u64..2_000_000_000,
+                    prop::bool::weighted(0.05),
+                ),
+                6,
+            ),
+            0.0f64..500.0,
+        )
+            .prop_map(|(present, joules)| Step { present, joules }),
+        2..40,
+    )
+}
+
+fn policy() -> impl Strategy<Value = IdlePolicy> {
+    prop_oneof![
+        Just(IdlePolicy::Node),
+        Just(IdlePolicy::Proportional),
+        Just(IdlePolicy::Even)
+    ]
+}
+
+proptest! {
+    /// Cumulatively, over any sequence of intervals with cgroups that appear, disappear, stop
+    /// and restart their counters: Σ workloads + what the node kept = node total = Σ zone
+    /// energy, to 1e-9; and no workload's counter ever goes down.
+    #[test]
+    fn conservation_over_intervals(steps in steps(), p in policy(), idle_w in 0.0f64..100.0) {
+        let mut a = Attributor::new(AttributionOptions {
+            idle_policy: p,
+            configured_idle: vec![("package".into(), idle_w)],
+            retention: Duration::from_secs(1_000_000),
+            ..AttributionOptions::default()
+        });
+        let paths = [
+            "/".to_owned(),
+            "/system.slice/a.service".to_owned(),
+            "/system.slice/a.service/child".to_owned(),
+            format!("/kubepods.slice/kubepods-pod6f1c3a2e_8a55_4b3e_9a4e_2d0f4c1b7e21.slice/cri-containerd-{ID}.scope"),
+            format!("/docker/{}", ID.replace('0', "f")),
+            "/user.slice".to_owned(),
+        ];
+        let mut own = [0u64; 6];
+        // A removed cgroup never comes back: a new one gets a new id.
+        let mut incarnation = [0u64; 6];
+        let (mut total_joules, mut busy) = (0.0, 0u64);
+        let mut previous: BTreeMap<String, (f64, u64)> = BTreeMap::new();
+        let mut last = None;
+        for (t, step) in steps.iter().enumerate() {
+            let mut rows = Vec::new();
+            for (i, (exists, gone, ran, reset)) in step.present.iter().enumerate() {
+                if *reset {
+                    own[i] = 0; // a counter that restarts from zero
+                }
+                if *exists {
+                    own[i] += ran;
+                    busy += ran;
+                    rows.push(((i as u64) * 1000 + incarnation[i], paths[i].as_str(), own[i], *gone));
+                } else {
+                    incarnation[i] += 1;
+                    own[i] = 0;
+                }
+            }
+            if t > 0 {
+                total_joules += step.joules;
+            }
+            let mut c = counters(t as u64 + 1, &[], busy);
+            for (id, path, cpu, gone) in rows {
+                c.cgroups.insert(id, CgroupSample {
+                    path: Some(Arc::from(path)),
+                    counters: CgroupCounters { cpu_ns: cpu, ..Default::default() },
+                    gone,
+                    carried: CgroupCounters::default(),
+                });
+            }
+            let s = a.update(&c, Some(&power(t as u64 + 1, total_joules)), &[], 0);
+            for w in &s.workloads {
+                let key = format!("{:?}", w.workload);
+                let now = (w.joules[0], w.counters.cpu_ns);
+                if let Some(before) = previous.get(&key) {
+                    prop_assert!(now.0 >= before.0 - 1e-9 && now.1 >= before.1, "{key} went down");
+                }
+                previous.insert(key, now);
+            }
+            last = Some(s);
+        }
+        let s = last.unwrap();
+        let node = &s.node[0];
+        let workloads: f64 = s.workloads.iter().map(|w| w.joules[0]).sum();
+        let tol = 1e-9 * total_joules.max(1.0);
+        prop_assert!((node.active_joules + node.idle_joules - total_joules).abs() <= tol);
+        prop_assert!((workloads + node.kept_joules - total_joules).abs() <= tol,
+            "{workloads} + {} vs {total_joules}", node.kept_joules);
+    }
+}
