@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use log::{info, warn};
 
 use crate::{
+    attribution::{Attributor, IdlePolicy},
     cgroup::{CgroupTree, locate_cgroup2},
     config::Options,
     exporter::{self, Latest, Published},
@@ -54,7 +55,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let meter = open_power(&opts)?;
 
     let latest = Arc::new(Latest::default());
-    let registry = exporter::registry(latest.clone(), &opts.node_name());
+    let registry = exporter::registry(latest.clone(), &opts.node_name(), opts.metrics_compat);
     let listener = exporter::bind(addr).await?;
     info!(
         "serving http://{}/metrics every {:?}",
@@ -68,14 +69,20 @@ pub async fn run(opts: Options) -> Result<()> {
         let stop = stop.clone();
         let interval = opts.interval;
         let mut meter = meter;
+        let mut attributor = Attributor::new(opts.attribution_options());
+        let policy = opts.idle_policy;
         thread::Builder::new()
             .name("measure".into())
             .spawn(move || {
                 measure_loop(
-                    &mut counters,
-                    &mut tree,
-                    &mut meter,
+                    Sources {
+                        counters: &mut counters,
+                        tree: &mut tree,
+                        meter: &mut meter,
+                        attributor: &mut attributor,
+                    },
                     &latest,
+                    policy,
                     interval,
                     &stop,
                 )
@@ -129,17 +136,42 @@ pub fn open_power(opts: &Options) -> Result<Meter> {
     Ok(Meter::new(opened))
 }
 
-/// Reads the kernel counters and the power source at each tick and publishes the snapshot. A
-/// failed read is logged, counted and retried at the next tick; the previous snapshot stays
-/// published.
+/// What the measuring loop reads and keeps, in the order data flows.
+struct Sources<'a> {
+    counters: &'a mut KernelCounters,
+    tree: &'a mut CgroupTree,
+    meter: &'a mut Meter,
+    attributor: &'a mut Attributor,
+}
+
+/// CPU time this process has used (user + system), in nanoseconds.
+pub fn own_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain data; getrusage fills it.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(u.ru_utime) + ns(u.ru_stime)
+}
+
+/// Reads the kernel counters and the power source at each tick, attributes, and publishes the
+/// snapshot. A failed read is logged, counted and retried at the next tick; the previous
+/// snapshot stays published.
 fn measure_loop(
-    counters: &mut KernelCounters,
-    tree: &mut CgroupTree,
-    meter: &mut Meter,
+    src: Sources<'_>,
     latest: &Latest,
+    policy: IdlePolicy,
     interval: Duration,
     stop: &AtomicBool,
 ) {
+    let Sources {
+        counters,
+        tree,
+        meter,
+        attributor,
+    } = src;
     let mut errors = 0u64;
     let mut power_errors = 0u64;
     let mut next = Instant::now();
@@ -162,12 +194,22 @@ fn measure_loop(
             }
         }
         match read {
-            Ok(snapshot) => latest.publish(Published::new(
-                snapshot,
-                Some(power),
-                started.elapsed(),
-                errors,
-            )),
+            Ok(snapshot) => {
+                let attribution = attributor.update(
+                    &snapshot,
+                    Some(&power),
+                    &meter.opened().idle_watts,
+                    own_cpu_ns(),
+                );
+                latest.publish(Published::new(
+                    snapshot,
+                    Some(power),
+                    attribution,
+                    policy,
+                    started.elapsed(),
+                    errors,
+                ))
+            }
             Err(e) => {
                 errors += 1;
                 warn!("reading kernel counters failed ({errors} so far): {e:#}");

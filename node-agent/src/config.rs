@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
 use crate::{
+    attribution::{AttributionOptions, IdlePolicy, ShareBy},
     kernel::{KernelOptions, PmuMode},
     power::{DEFAULT_CEILING_WATTS, ModelOverrides, PowerOptions, SourceKind},
 };
@@ -80,7 +81,44 @@ pub struct Options {
     #[arg(long = "node-name", env = "NODE_NAME", global = true)]
     pub node_name: Option<String>,
 
-    /// How long removed cgroups keep exporting their final totals.
+    /// Where the node's idle (static) energy goes: `node` keeps it on the node's series,
+    /// `proportional` shares it by CPU share, `even` among the running containers.
+    #[arg(
+        long = "attribution.idle-policy",
+        value_enum,
+        default_value = "node",
+        global = true
+    )]
+    pub idle_policy: IdlePolicy,
+
+    /// What active energy is shared by: `auto` = cycles where a hardware PMU counts them, busy
+    /// CPU time otherwise.
+    #[arg(
+        long = "attribution.by",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub share_by: ShareBy,
+
+    /// Non-container cgroups are reported at this depth of their path (2:
+    /// /system.slice/sshd.service).
+    #[arg(long = "attribution.cgroup-depth", default_value_t = 2, global = true)]
+    pub cgroup_depth: usize,
+
+    /// Window of the measured idle-power estimate (the intercept of power against load).
+    #[arg(long = "attribution.idle-window", default_value = "10m", value_parser = parse_duration, global = true)]
+    pub idle_window: Duration,
+
+    /// Idle power of a zone, set rather than estimated: `package=40,dram=3` (watts).
+    #[arg(long = "power.idle-watts", value_delimiter = ',', value_parser = parse_zone_watts, global = true)]
+    pub idle_watts: Vec<(String, f64)>,
+
+    /// Also emit Kepler's metric names and labels, so that Kepler dashboards work unchanged.
+    #[arg(long = "metrics-compat", value_enum, global = true)]
+    pub metrics_compat: Option<Compat>,
+
+    /// How long removed cgroups and stopped workloads keep exporting their final totals.
     #[arg(long = "retention.terminated", default_value = "10m", value_parser = parse_duration, global = true)]
     pub gone_retention: Duration,
 }
@@ -108,6 +146,19 @@ impl Options {
                 max_watts_per_vcpu: self.model_max_watts,
                 memory_watts_per_gb: self.model_memory_watts,
             },
+        }
+    }
+
+    pub fn attribution_options(&self) -> AttributionOptions {
+        let per_interval = self.interval.as_secs_f64().max(0.1);
+        AttributionOptions {
+            idle_policy: self.idle_policy,
+            share_by: self.share_by,
+            cgroup_depth: self.cgroup_depth,
+            retention: self.gone_retention,
+            configured_idle: self.idle_watts.clone(),
+            idle_window: ((self.idle_window.as_secs_f64() / per_interval).round() as usize)
+                .clamp(10, 100_000),
         }
     }
 
@@ -164,6 +215,23 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Other exporters' metric names, emitted as well as Wattlet's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compat {
+    Kepler,
+}
+
+/// `package=40` → ("package", 40.0).
+fn parse_zone_watts(s: &str) -> Result<(String, f64)> {
+    let (zone, watts) = s
+        .split_once('=')
+        .with_context(|| format!("{s:?} is not zone=watts (example: package=40)"))?;
+    Ok((
+        zone.trim().to_owned(),
+        parse_watts(watts).or_else(|e| if watts.trim() == "0" { Ok(0.0) } else { Err(e) })?,
+    ))
+}
+
 fn parse_watts(s: &str) -> Result<f64> {
     let w: f64 = s
         .trim()
@@ -200,6 +268,12 @@ mod tests {
         assert_eq!(parse_watts("1500").unwrap(), 1500.0);
         assert!(parse_watts("NaN").is_err() && parse_watts("0").is_err());
         assert!(parse_watts("-5").is_err() && parse_watts("lots").is_err());
+        assert_eq!(
+            parse_zone_watts("package=40").unwrap(),
+            ("package".to_owned(), 40.0)
+        );
+        assert_eq!(parse_zone_watts("dram=0").unwrap().1, 0.0);
+        assert!(parse_zone_watts("package").is_err() && parse_zone_watts("x=-1").is_err());
     }
 
     #[test]

@@ -241,6 +241,155 @@ pub fn sample(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Every series of `metric` in classic text: its labels and value.
+pub fn series(text: &str, metric: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let prefix = format!("{metric}{{");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            Some((parse_labels(labels), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `a="x",b="y\"z"` → {a: x, b: y"z}.
+fn parse_labels(s: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = s;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(name.trim_start_matches(',').to_owned(), value);
+        rest = &after[end..];
+    }
+    out
+}
+
+/// A real Prometheus (Debian's package) scraping `targets` every second, on loopback, with its
+/// data in a temporary directory removed on drop.
+pub struct Prometheus {
+    process: Option<Running>,
+    pub addr: String,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[&str]) -> Result<Self> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("wattlet-prom-{}-{port}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 scrape_configs:\n  - job_name: wattlet\n    static_configs: [{{targets: [{}]}}]\n",
+                list.join(", ")
+            ),
+        )?;
+        let addr = format!("127.0.0.1:{port}");
+        let process = Running(
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address={addr}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("prometheus not found: `cargo xtask test` installs it")?,
+        );
+        Ok(Self {
+            process: Some(process),
+            addr,
+            dir,
+        })
+    }
+
+    /// Evaluates a PromQL expression now: the value of its first result, if any.
+    pub fn query(&self, expr: &str) -> Result<Option<f64>> {
+        let (status, body) = http_get(
+            &self.addr,
+            &format!("/api/v1/query?query={}", url_encode(expr)),
+            None,
+        )?;
+        if status != 200 {
+            return Ok(None);
+        }
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok()))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        drop(self.process.take());
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs `promtool check metrics` on a scrape; Err with its complaints.
+pub fn promtool_check(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("promtool not found: `cargo xtask test` installs it")?;
+    promtool
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(text.as_bytes())?;
+    let lint = promtool.wait_with_output()?;
+    if !lint.status.success() {
+        bail!(
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&lint.stdout),
+            String::from_utf8_lossy(&lint.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// A child process killed on drop.
 pub struct Running(pub Child);
 
@@ -254,6 +403,16 @@ impl Drop for Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_series() {
+        let text = "m_total{a=\"x\",b=\"y\\\"z\"} 2.5\nm_total{a=\"q\"} 1\nother 3\n";
+        let s = series(text, "m_total");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].0["b"], "y\"z");
+        assert_eq!(s[0].1, 2.5);
+        assert_eq!(url_encode("a{b=\"/\"}"), "a%7Bb%3D%22%2F%22%7D");
+    }
 
     #[test]
     fn parses_cpu_stat() {

@@ -150,6 +150,11 @@ impl RaplSim {
             thread::Builder::new()
                 .name("rapl-sim".into())
                 .spawn(move || {
+                    // Real-time priority, so that the test's own CPU load cannot delay the
+                    // simulated counters (real RAPL counters do not wait for the scheduler).
+                    let param = libc::sched_param { sched_priority: 10 };
+                    // SAFETY: sets this thread's own policy; param is valid.
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
                     let range = config.max_energy_range_uj + 1;
                     let n = f64::from(config.sockets);
                     let mut joules = 0.0f64;

@@ -1,17 +1,12 @@
 //! The `wattlet` binary end to end: serving, scraped by a real Prometheus, linted by promtool,
 //! health endpoints, clean shutdown, and the message without privileges.
 
-use std::{
-    fs,
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use anyhow::{Context as _, Result};
 use integration_tests::{
-    Running, TestCgroup, agent_binary, free_port, http_get, rel_diff, require_root, sample,
-    start_agent, wait_all, wait_for,
+    Prometheus, TestCgroup, agent_binary, free_port, http_get, promtool_check, rel_diff,
+    require_root, sample, start_agent, wait_all, wait_for,
 };
 
 fn workload() -> Command {
@@ -43,21 +38,7 @@ fn agent_serves_what_the_kernel_counted_and_prometheus_scrapes_it() -> Result<()
 
     // Classic text for curl-like clients passes promtool's lint; OpenMetrics when asked.
     let (_, text) = http_get(&addr, "/metrics", None)?;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("promtool not found: `cargo xtask test` installs it")?;
-    promtool.stdin.take().unwrap().write_all(text.as_bytes())?;
-    let lint = promtool.wait_with_output()?;
-    assert!(
-        lint.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    promtool_check(&text)?;
     let (_, om) = http_get(&addr, "/metrics", Some("application/openmetrics-text"))?;
     assert!(om.ends_with("# EOF\n"));
     assert!(
@@ -70,63 +51,20 @@ fn agent_serves_what_the_kernel_counted_and_prometheus_scrapes_it() -> Result<()
     );
 
     // A real Prometheus scrapes the agent and answers PromQL about it.
-    let dir = std::env::temp_dir().join(format!("wattlet-e2e-prom-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
-    fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             scrape_configs:\n  - job_name: wattlet\n    static_configs: [{{targets: ['{addr}']}}]\n"
-        ),
-    )?;
-    let prom_port = free_port()?;
-    let prom_addr = format!("127.0.0.1:{prom_port}");
-    let _prom = Running(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("prometheus not found: `cargo xtask test` installs it")?,
-    );
-    let query = format!(
-        "/api/v1/query?query=wattlet_cgroup_cpu_seconds_total%7Bcgroup%3D%22%2Fwattlet-tests%2F{}%22%7D",
+    let prom = Prometheus::start(&[&addr])?;
+    let expr = format!(
+        "wattlet_cgroup_cpu_seconds_total{{cgroup=\"/wattlet-tests/{}\"}}",
         cg.path.file_name().unwrap().to_string_lossy()
     );
     let scraped = wait_for(
         "Prometheus to scrape the agent",
         Duration::from_secs(30),
-        || {
-            let (status, body) = http_get(&prom_addr, &query, None).ok()?;
-            if status != 200 {
-                return None;
-            }
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            v["data"]["result"][0]["value"][1]
-                .as_str()?
-                .parse::<f64>()
-                .ok()
-        },
+        || prom.query(&expr).ok().flatten(),
     )?;
     println!("e2e — Prometheus: {scraped:.4}s vs cpu.stat {kernel:.4}s");
     assert!(rel_diff(scraped, kernel) < 0.02);
-    let (_, up) = http_get(
-        &prom_addr,
-        "/api/v1/query?query=up%7Bjob%3D%22wattlet%22%7D",
-        None,
-    )?;
-    assert!(up.contains("\"1\""), "target up: {up}");
-    drop(_prom);
-    let _ = fs::remove_dir_all(&dir);
+    assert_eq!(prom.query("up{job=\"wattlet\"}")?, Some(1.0), "target up");
+    drop(prom);
 
     // SIGTERM: a clean, prompt exit.
     let mut agent = agent;

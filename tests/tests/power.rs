@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result};
 use integration_tests::{
     agent_binary, free_port, http_get,
     rapl_sim::{RaplSim, SimConfig},
-    rel_diff, require_root, sample, start_agent, wait_all,
+    rel_diff, require_root, sample, series, start_agent, wait_all,
 };
 use node_agent::power::model;
 
@@ -27,7 +27,8 @@ fn workload() -> Command {
 
 const NODE: &str = "node=\"e2e-node\"";
 
-/// One scrape: the power reading's time and every zone's joules, from the same snapshot.
+/// One scrape: the power reading's time and every zone's joules (idle + active), from the same
+/// snapshot.
 fn reading(addr: &str, estimated: bool) -> Result<(f64, BTreeMap<String, f64>)> {
     let (_, body) = http_get(addr, "/metrics", None)?;
     let t = sample(
@@ -35,16 +36,12 @@ fn reading(addr: &str, estimated: bool) -> Result<(f64, BTreeMap<String, f64>)> 
         &format!("wattlet_power_reading_timestamp_seconds{{{NODE}}}"),
     )
     .context("no reading timestamp")?;
-    let prefix = format!("wattlet_node_energy_joules_total{{{NODE},zone=\"");
-    let suffix = format!("\",estimated=\"{estimated}\"}}");
-    let zones: BTreeMap<String, f64> = body
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(&prefix)?;
-            let (zone, value) = rest.split_once(&suffix)?;
-            Some((zone.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect();
+    let mut zones: BTreeMap<String, f64> = BTreeMap::new();
+    for (labels, v) in series(&body, "wattlet_node_energy_joules_total") {
+        if labels["estimated"] == estimated.to_string() {
+            *zones.entry(labels["zone"].clone()).or_default() += v;
+        }
+    }
     if zones.is_empty() {
         anyhow::bail!("no node energy with estimated=\"{estimated}\" in\n{body}");
     }

@@ -71,6 +71,7 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
             zones.join(", ")
         ),
         model_family: None,
+        idle_watts: Vec::new(),
         source: Box::new(h),
     })
 }

@@ -102,6 +102,8 @@ pub struct Opened {
     pub description: String,
     /// For the model: the coefficient set in use (a CPU family, or `average`).
     pub model_family: Option<String>,
+    /// Idle power per zone, where the source knows it (the model does; sensors do not).
+    pub idle_watts: Vec<(String, f64)>,
     pub source: Box<dyn EnergySource>,
 }
 
@@ -500,6 +502,7 @@ mod tests {
             estimated: false,
             description: String::new(),
             model_family: None,
+            idle_watts: Vec::new(),
             source: Box::new(Fake(vec![
                 reading(0.0, false),
                 reading(100.0, false),
@@ -540,6 +543,7 @@ mod tests {
             estimated: false,
             description: String::new(),
             model_family: None,
+            idle_watts: Vec::new(),
             source: Box::new(Fake(vec![
                 reading(0.0, false),
                 reading(50.0, false),

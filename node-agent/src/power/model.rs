@@ -318,6 +318,11 @@ pub fn open(procfs: &Path, o: &ModelOverrides) -> Result<Opened, String> {
         estimated: true,
         description,
         model_family: Some(c.family.clone()),
+        // At zero load the model's CPU power is its idle figure; memory power is constant.
+        idle_watts: vec![
+            ("dram".into(), c.watts(0.0).1),
+            ("package".into(), c.watts(0.0).0),
+        ],
         source: Box::new(Model::new(c)),
     })
 }

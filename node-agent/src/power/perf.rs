@@ -237,6 +237,7 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
         estimated: false,
         description,
         model_family: None,
+        idle_watts: Vec::new(),
         source: Box::new(PerfPower {
             events,
             ceiling_watts,

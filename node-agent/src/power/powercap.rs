@@ -38,6 +38,7 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
         estimated: false,
         description: p.describe(),
         model_family: None,
+        idle_watts: Vec::new(),
         source: Box::new(p),
     })
 }

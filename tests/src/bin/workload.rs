@@ -1,6 +1,7 @@
 //! Known workloads for the tests, run inside test cgroups.
 //!
 //!   spin <seconds>                     busy loop for that long (wall clock), then exit
+//!   burn <cpu-seconds>                 busy loop until this process has used that much CPU
 //!   sleep <count> <micros>             sleep `count` times
 //!   storm <count> <child_micros> <parallel>
 //!                                      fork `count` children that each spin `child_micros`
@@ -22,6 +23,17 @@ fn spin_for(d: Duration) {
     black_box(x);
 }
 
+/// CPU time this process has used.
+fn own_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec; the clock always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     args.get(i)
         .and_then(|a| a.parse().ok())
@@ -32,6 +44,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("spin") => spin_for(Duration::from_secs_f64(arg(&args, 2, "seconds"))),
+        Some("burn") => {
+            let target = Duration::from_secs_f64(arg(&args, 2, "cpu-seconds"));
+            while own_cpu() < target {
+                spin_for(Duration::from_millis(1));
+            }
+        }
         Some("sleep") => {
             let n: u64 = arg(&args, 2, "count");
             let us: u64 = arg(&args, 3, "micros");
