@@ -3,7 +3,7 @@
 //! Prometheus scrapes it, and PromQL over its data must show the 3:1 split of energy, every
 //! joule accounted for, and the law's idle power found by the agent's estimate.
 
-use std::{ffi::OsStr, fs, path::Path, thread, time::Duration};
+use std::{ffi::OsStr, thread, time::Duration};
 
 use anyhow::{Context as _, Result};
 use integration_tests::{
@@ -14,18 +14,6 @@ use integration_tests::{
 
 fn workload() -> std::process::Command {
     integration_tests::workload!()
-}
-
-/// Removes the (empty, process-free) cgroup directories below `dir`, deepest first.
-fn remove_below(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_below(&e.path());
-                let _ = fs::remove_dir(e.path());
-            }
-        }
-    }
 }
 
 const ID_A: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
@@ -137,8 +125,7 @@ fn pods_share_measured_energy_three_to_one_and_every_joule_is_accounted_for() ->
     );
     promtool_check(&text)?;
 
-    drop(a);
-    drop(b);
-    remove_below(&base.path);
+    // Dropping the base cgroup removes the pods' cgroups below it.
+    drop((a, b, base));
     Ok(())
 }

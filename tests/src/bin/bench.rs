@@ -81,6 +81,8 @@ fn main() -> Result<()> {
         floor - per_event[0]
     );
     power_read()?;
+    render()?;
+    agent_cost()?;
     Ok(())
 }
 
@@ -160,4 +162,201 @@ fn load_for(d: Duration) {
     for t in threads {
         let _ = t.join();
     }
+}
+
+/// A snapshot of `containers` containers (two per pod) and 50 cgroups, two zones.
+fn big_snapshot(containers: usize) -> node_agent::exporter::Published {
+    use node_agent::{
+        attribution::{AttributionSnapshot, IdleMethod, IdlePolicy, NodeZone, WorkloadTotals},
+        kernel::{CountersSnapshot, CpuTime, PmuCounters},
+        power::{PowerSnapshot, SourceKind, ZoneSample},
+        workload::{Container, Qos, Workload},
+    };
+    use node_agent_common::CgroupCounters;
+    let zones = vec!["dram".to_owned(), "package".to_owned()];
+    let counters = |i: usize| CgroupCounters {
+        cpu_ns: 1_000_000_000 + i as u64,
+        switches_voluntary: 100 + i as u64,
+        switches_involuntary: 10 + i as u64,
+        ..Default::default()
+    };
+    let mut workloads: Vec<WorkloadTotals> = (0..containers)
+        .map(|i| WorkloadTotals {
+            workload: Workload::Container(Container {
+                runtime: "containerd",
+                id: format!("{i:064x}").into(),
+                pod_uid: Some(format!("{:08x}-0000-4000-8000-{:012x}", i / 2, i / 2).into()),
+                qos: Some(Qos::Burstable),
+            }),
+            running: true,
+            counters: counters(i),
+            joules: vec![1.5 + i as f64, 12.25 + i as f64],
+            watts: vec![Some(0.5), Some(3.25)],
+        })
+        .collect();
+    workloads.extend((0..50).map(|i| WorkloadTotals {
+        workload: Workload::Cgroup(format!("/system.slice/unit-{i}.service").into()),
+        running: true,
+        counters: counters(i),
+        joules: vec![0.5, 2.0],
+        watts: vec![Some(0.1), Some(0.2)],
+    }));
+    let node = |z: &str| NodeZone {
+        zone: z.into(),
+        active_joules: 1e6,
+        idle_joules: 4e5,
+        kept_joules: 4e5,
+        active_watts: Some(60.0),
+        idle_watts: Some(40.0),
+        idle_estimate: Some((40.0, IdleMethod::Regression)),
+    };
+    let attribution = AttributionSnapshot {
+        node: zones.iter().map(|z| node(z)).collect(),
+        zones: zones.clone(),
+        workloads,
+        shared_by_cycles: false,
+        agent_cpu_seconds: 1.0,
+        agent_joules: vec![0.1, 0.2],
+    };
+    let power = PowerSnapshot {
+        source: SourceKind::Powercap,
+        estimated: false,
+        model_family: None,
+        at_unix: 1.7e9,
+        at: Duration::from_secs(1),
+        zones: zones
+            .iter()
+            .map(|z| ZoneSample {
+                zone: z.clone(),
+                joules: 1.4e6,
+                watts: Some(100.0),
+            })
+            .collect(),
+        dropped: Default::default(),
+        errors: 0,
+    };
+    let counters = CountersSnapshot {
+        at: Duration::from_secs(1),
+        cgroups: Default::default(),
+        cpus: vec![CpuTime::default(); 2],
+        cpus_at: Duration::from_secs(1),
+        overflow: CgroupCounters::default(),
+        map_entries: containers,
+        map_capacity: 4096,
+        pmu: PmuCounters::None,
+        map_deletions: 0,
+        retired_unseen: CgroupCounters::default(),
+    };
+    node_agent::exporter::Published::new(
+        counters,
+        Some(power),
+        attribution,
+        IdlePolicy::Node,
+        Duration::ZERO,
+        0,
+    )
+}
+
+/// Rendering /metrics with 1,000 containers: OpenMetrics (what Prometheus asks for), classic
+/// text (OpenMetrics rewritten), and both with Kepler's names added.
+fn render() -> Result<()> {
+    use node_agent::{config::Compat, exporter};
+    const RUNS: usize = 50;
+    let latest = std::sync::Arc::new(exporter::Latest::default());
+    latest.publish(big_snapshot(1000));
+    let line = |name: &str, compat: Option<Compat>, classic: bool| -> Result<()> {
+        let reg = exporter::registry(latest.clone(), "bench-node", compat);
+        let mut took = Vec::with_capacity(RUNS);
+        let mut series = 0;
+        for _ in 0..RUNS {
+            let t = Instant::now();
+            let om = exporter::render(&reg).map_err(|e| anyhow!("render: {e}"))?;
+            let body = if classic {
+                exporter::openmetrics_to_text_004(&om)
+            } else {
+                om
+            };
+            took.push(t.elapsed());
+            series = body.lines().filter(|l| !l.starts_with('#')).count();
+        }
+        took.sort_unstable();
+        println!(
+            "  {name:<28} {series:>6} series: median {:.2} ms, p90 {:.2} ms (target ≤ 10 ms)",
+            took[RUNS / 2].as_secs_f64() * 1e3,
+            took[RUNS * 9 / 10].as_secs_f64() * 1e3
+        );
+        Ok(())
+    };
+    println!("/metrics render, 1,000 containers in 500 pods, 50 cgroups, 2 zones — {RUNS} runs");
+    line("OpenMetrics", None, false)?;
+    line("classic text", None, true)?;
+    line("OpenMetrics + Kepler names", Some(Compat::Kepler), false)?;
+    Ok(())
+}
+
+/// The agent's own cost with 1,000 live cgroups, at a 1 s interval, scraped every 5 s: CPU per
+/// interval (from /proc/<pid>/stat) and resident memory (VmRSS).
+fn agent_cost() -> Result<()> {
+    use integration_tests::{Running, TestCgroup, agent_binary, free_port, http_get, wait_for};
+    const CGROUPS: usize = 1000;
+    const MEASURE: Duration = Duration::from_secs(20);
+    let base = TestCgroup::new("bench")?;
+    let mut cgroups = Vec::with_capacity(CGROUPS);
+    for i in 0..CGROUPS {
+        let cg = TestCgroup::create_at(base.path.join(format!("cg-{i}")))?;
+        // One short process each, so that each cgroup has an entry in the kernel's map.
+        cg.spawn(&mut std::process::Command::new("true"))?.wait()?;
+        cgroups.push(cg);
+    }
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let agent = Running(
+        std::process::Command::new(agent_binary()?)
+            // Depth 3: each test cgroup is its own series, as 1,000 containers would be.
+            .args(["run", "--interval", "1s", "--attribution.cgroup-depth", "3"])
+            .args(["--web.listen-address", &addr])
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    let pid = agent.0.id();
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http_get(&addr, "/readyz", None)
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    })?;
+    thread::sleep(Duration::from_secs(3));
+    let cpu = || -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let after = stat.rsplit_once(')').context("stat")?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+        // SAFETY: sysconf has no preconditions.
+        Ok(ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64)
+    };
+    let (c0, t0) = (cpu()?, Instant::now());
+    let mut series = 0;
+    while t0.elapsed() < MEASURE {
+        let (_, body) = http_get(&addr, "/metrics", None)?;
+        series = body.lines().filter(|l| !l.starts_with('#')).count();
+        thread::sleep(Duration::from_secs(5));
+    }
+    let used = cpu()? - c0;
+    let wall = t0.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")?;
+    drop(agent);
+    drop(cgroups);
+    drop(base);
+    println!(
+        "agent with {CGROUPS} live cgroups ({series} series), 1 s interval, scraped every 5 s: \
+         {:.2} ms CPU per interval = {:.3}% of one core (target ≤ 0.5%); RSS {:.1} MiB (target ≤ 40 MiB)",
+        used / wall * 1e3,
+        used / wall * 100.0,
+        rss_kib / 1024.0
+    );
+    Ok(())
 }
