@@ -213,15 +213,25 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// Starts `wattlet run` on 127.0.0.1:`port` (interval 200ms, node name `e2e-node`) with `extra`
-/// arguments, and waits until /readyz says a snapshot was taken.
+/// Starts `wattlet run` on 127.0.0.1:`port` (node name `e2e-node`, interval 200ms unless `extra`
+/// sets one) with `extra` arguments, and waits until /readyz says a snapshot was taken.
 pub fn start_agent(port: u16, extra: &[&std::ffi::OsStr]) -> Result<Running> {
+    let interval: &[&str] = if extra.iter().any(|a| *a == "--interval") {
+        &[]
+    } else {
+        &["--interval", "200ms"]
+    };
     let child = Command::new(agent_binary()?)
-        .args(["run", "--interval", "200ms", "--node-name", "e2e-node"])
+        .args(["run", "--node-name", "e2e-node"])
+        .args(interval)
         .arg("--web.listen-address")
         .arg(format!("127.0.0.1:{port}"))
         .args(extra)
-        .stderr(std::process::Stdio::piped())
+        .stderr(if std::env::var_os("WATTLET_DEBUG_IDLE").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::piped()
+        })
         .spawn()?;
     let agent = Running(child);
     let addr = format!("127.0.0.1:{port}");

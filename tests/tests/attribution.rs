@@ -36,12 +36,15 @@ fn pods_share_measured_energy_three_to_one_and_every_joule_is_accounted_for() ->
             OsStr::new("powercap"),
             OsStr::new("--metrics-compat"),
             OsStr::new("kepler"),
+            // Long enough that the simulator's 2 ms steps are fine-grained against it.
+            OsStr::new("--interval"),
+            OsStr::new("500ms"),
         ],
     )?;
     let addr = format!("127.0.0.1:{port}");
     let prom = Prometheus::start(&[&addr])?;
     // A quiet spell first: the idle estimate needs load that varies.
-    thread::sleep(Duration::from_secs(3));
+    thread::sleep(Duration::from_secs(4));
 
     let base = TestCgroup::new("k8s")?;
     let kubepods = base.path.join("kubepods.slice");
@@ -54,16 +57,16 @@ fn pods_share_measured_energy_three_to_one_and_every_joule_is_accounted_for() ->
         UID_B.replace('-', "_")
     )))?;
     // 3:1 in CPU time, whatever the scheduler's placement: three processes that each burn
-    // 1.5 CPU-seconds against one.
+    // 3 CPU-seconds against one.
     let mut load = Vec::new();
     for _ in 0..3 {
-        load.push(a.spawn(workload().args(["burn", "1.5"]))?);
+        load.push(a.spawn(workload().args(["burn", "3"]))?);
     }
-    load.push(b.spawn(workload().args(["burn", "1.5"]))?);
+    load.push(b.spawn(workload().args(["burn", "3"]))?);
     wait_all(load)?;
     let cpu_ratio = a.usage_ns()? as f64 / b.usage_ns()? as f64;
     // Quiet again, then let Prometheus take a few more scrapes.
-    thread::sleep(Duration::from_secs(3));
+    thread::sleep(Duration::from_secs(4));
 
     let q = |expr: &str| -> Result<f64> {
         prom.query(expr)?
