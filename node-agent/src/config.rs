@@ -110,6 +110,15 @@ pub struct Options {
     #[arg(long = "attribution.idle-window", default_value = "10m", value_parser = parse_duration, global = true)]
     pub idle_window: Duration,
 
+    /// At most this many workloads (containers and cgroups) are tracked; beyond it, the
+    /// longest-stopped expire first.
+    #[arg(
+        long = "attribution.max-workloads",
+        default_value_t = 20_000,
+        global = true
+    )]
+    pub max_workloads: usize,
+
     /// Idle power of a zone, set rather than estimated: `package=40,dram=3` (watts).
     #[arg(long = "power.idle-watts", value_delimiter = ',', value_parser = parse_zone_watts, global = true)]
     pub idle_watts: Vec<(String, f64)>,
@@ -159,6 +168,7 @@ impl Options {
             configured_idle: self.idle_watts.clone(),
             idle_window: ((self.idle_window.as_secs_f64() / per_interval).round() as usize)
                 .clamp(10, 100_000),
+            max_workloads: self.max_workloads,
         }
     }
 

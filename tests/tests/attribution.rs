@@ -86,6 +86,7 @@ fn pods_share_measured_energy_three_to_one_and_every_joule_is_accounted_for() ->
     let parts = q(
         "sum(wattlet_container_energy_joules_total{zone=\"package\"}) \
                    + sum(wattlet_cgroup_energy_joules_total{zone=\"package\"}) \
+                   + sum(wattlet_expired_energy_joules_total{zone=\"package\"}) \
                    + sum(wattlet_node_energy_joules_total{zone=\"package\",mode=\"idle\"})",
     )?;
     let total = q("sum(wattlet_node_energy_joules_total{zone=\"package\"})")?;

@@ -44,6 +44,8 @@ pub struct AttributionOptions {
     pub configured_idle: Vec<(String, f64)>,
     /// Intervals in the sliding window of the measured idle estimate.
     pub idle_window: usize,
+    /// At most this many workloads are tracked; beyond it, the longest-stopped expire first.
+    pub max_workloads: usize,
 }
 
 impl Default for AttributionOptions {
@@ -55,6 +57,7 @@ impl Default for AttributionOptions {
             retention: Duration::from_secs(600),
             configured_idle: Vec::new(),
             idle_window: 120,
+            max_workloads: 20_000,
         }
     }
 }
@@ -129,6 +132,18 @@ pub struct AttributionSnapshot {
     /// The agent's own CPU time and the energy attributed to it, per zone.
     pub agent_cpu_seconds: f64,
     pub agent_joules: Vec<f64>,
+    /// Pods: their containers' energy, kept while any of their containers is tracked.
+    pub pods: Vec<PodTotals>,
+    /// Per zone, energy of workloads whose series expired (so that the sums still reconcile).
+    pub expired_joules: Vec<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodTotals {
+    pub uid: Arc<str>,
+    pub running: bool,
+    pub joules: Vec<f64>,
+    pub watts: Vec<Option<f64>>,
 }
 
 #[derive(Debug)]
@@ -137,7 +152,17 @@ struct Entry {
     joules: BTreeMap<String, f64>,
     watts: BTreeMap<String, f64>,
     running: bool,
-    last_running: Duration,
+    /// Last time a cgroup of it was in the kernel's snapshot (alive, or removed and still
+    /// reported with its final totals).
+    last_seen: Duration,
+}
+
+#[derive(Debug)]
+struct PodEntry {
+    joules: BTreeMap<String, f64>,
+    watts: BTreeMap<String, f64>,
+    running: bool,
+    last_seen: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +174,9 @@ struct NodeEntry {
     idle_watts: Option<f64>,
     estimate: Option<(f64, IdleMethod)>,
     window: VecDeque<(f64, f64)>,
+    /// The last regression result: kept when the window's load stops varying, rather than
+    /// falling back to the minimum.
+    last_regression: Option<f64>,
 }
 
 /// Keeps the running totals: per cgroup id its last own counts, per workload its totals.
@@ -162,6 +190,9 @@ pub struct Attributor {
     last_power: Option<(Duration, BTreeMap<String, f64>)>,
     last_agent_ns: Option<u64>,
     workloads: BTreeMap<Workload, Entry>,
+    pods: BTreeMap<Arc<str>, PodEntry>,
+    /// Energy of workloads whose series expired, per zone.
+    expired_joules: BTreeMap<String, f64>,
     node: BTreeMap<String, NodeEntry>,
     agent_ns: u64,
     agent_joules: BTreeMap<String, f64>,
@@ -204,6 +235,8 @@ impl Attributor {
             last_power: None,
             last_agent_ns: None,
             workloads: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            expired_joules: BTreeMap::new(),
             node: BTreeMap::new(),
             agent_ns: 0,
             agent_joules: BTreeMap::new(),
@@ -297,13 +330,11 @@ impl Attributor {
                 joules: BTreeMap::new(),
                 watts: BTreeMap::new(),
                 running: *r,
-                last_running: now,
+                last_seen: now,
             });
             e.counters.add(d);
             e.running = *r;
-            if *r {
-                e.last_running = now;
-            }
+            e.last_seen = now;
             e.watts.clear();
         }
         for (w, e) in self.workloads.iter_mut() {
@@ -314,6 +345,7 @@ impl Attributor {
         }
 
         // Energy, per zone.
+        let mut interval_joules: BTreeMap<Workload, BTreeMap<String, f64>> = BTreeMap::new();
         if let Some(p) = power {
             let joules: BTreeMap<String, f64> =
                 p.zones.iter().map(|z| (z.zone.clone(), z.joules)).collect();
@@ -336,7 +368,11 @@ impl Attributor {
                         &self.opts.configured_idle,
                         source_idle,
                         &node.window,
+                        node.last_regression,
                     );
+                    if let Some((w, IdleMethod::Regression)) = node.estimate {
+                        node.last_regression = Some(w);
+                    }
                     let idle_j = node.estimate.map_or(0.0, |(w, _)| w * dt.max(0.0));
                     let s = split(energy, idle_j, &weights, &running, self.opts.idle_policy);
                     node.active += s.active;
@@ -347,6 +383,11 @@ impl Attributor {
                     node.idle_watts = per_s(s.idle);
                     for (i, w) in keys.iter().enumerate() {
                         let j = s.workload_active[i] + s.workload_idle[i];
+                        *interval_joules
+                            .entry(w.clone())
+                            .or_default()
+                            .entry(z.zone.clone())
+                            .or_default() += j;
                         if let Some(e) = self.workloads.get_mut(w) {
                             *e.joules.entry(z.zone.clone()).or_default() += j;
                             if let Some(watts) = per_s(j) {
@@ -363,10 +404,77 @@ impl Attributor {
             }
         }
 
-        // Workloads that stopped go after the retention.
+        // Pods: their totals are kept here, not summed from the containers still tracked, so
+        // that a pod's series never goes back when one of its containers expires.
+        for p in self.pods.values_mut() {
+            p.watts.clear();
+            p.running = false;
+        }
+        for (w, e) in &self.workloads {
+            let Workload::Container(c) = w else { continue };
+            let Some(uid) = &c.pod_uid else { continue };
+            let p = self.pods.entry(uid.clone()).or_insert_with(|| PodEntry {
+                joules: BTreeMap::new(),
+                watts: BTreeMap::new(),
+                running: false,
+                last_seen: now,
+            });
+            if deltas.contains_key(w) {
+                p.last_seen = now;
+            }
+            p.running |= e.running;
+            for (z, watts) in &e.watts {
+                *p.watts.entry(z.clone()).or_default() += watts;
+            }
+        }
+        for (w, joules) in &interval_joules {
+            if let Workload::Container(c) = w
+                && let Some(p) = c.pod_uid.as_ref().and_then(|u| self.pods.get_mut(u))
+            {
+                for (z, j) in joules {
+                    *p.joules.entry(z.clone()).or_default() += j;
+                }
+            }
+        }
+
+        // Workloads no longer in the kernel's snapshot go after the retention; their energy
+        // moves to the expired total so the node's sums still reconcile. Beyond the bound, the
+        // longest-gone go first.
         let retention = self.opts.retention;
-        self.workloads
-            .retain(|_, e| e.running || now.saturating_sub(e.last_running) < retention);
+        let expired: Vec<Workload> = self
+            .workloads
+            .iter()
+            .filter(|(_, e)| now.saturating_sub(e.last_seen) >= retention)
+            .map(|(w, _)| w.clone())
+            .collect();
+        let mut expired = expired;
+        let over = (self.workloads.len() - expired.len()).saturating_sub(self.opts.max_workloads);
+        if over > 0 {
+            let mut stopped: Vec<(Duration, Workload)> = self
+                .workloads
+                .iter()
+                .filter(|(w, e)| !e.running && !expired.contains(w))
+                .map(|(w, e)| (e.last_seen, w.clone()))
+                .collect();
+            stopped.sort();
+            expired.extend(stopped.into_iter().take(over).map(|(_, w)| w));
+        }
+        for w in expired {
+            if let Some(e) = self.workloads.remove(&w) {
+                for (z, j) in e.joules {
+                    *self.expired_joules.entry(z).or_default() += j;
+                }
+            }
+        }
+        let live_pods: std::collections::HashSet<Arc<str>> = self
+            .workloads
+            .keys()
+            .filter_map(|w| match w {
+                Workload::Container(c) => c.pod_uid.clone(),
+                Workload::Cgroup(_) => None,
+            })
+            .collect();
+        self.pods.retain(|uid, _| live_pods.contains(uid));
 
         self.snapshot(power, by_cycles)
     }
@@ -413,6 +521,23 @@ impl Attributor {
                 .iter()
                 .map(|z| self.agent_joules.get(z).copied().unwrap_or(0.0))
                 .collect(),
+            pods: self
+                .pods
+                .iter()
+                .map(|(uid, p)| PodTotals {
+                    uid: uid.clone(),
+                    running: p.running,
+                    joules: zones
+                        .iter()
+                        .map(|z| p.joules.get(z).copied().unwrap_or(0.0))
+                        .collect(),
+                    watts: zones.iter().map(|z| p.watts.get(z).copied()).collect(),
+                })
+                .collect(),
+            expired_joules: zones
+                .iter()
+                .map(|z| self.expired_joules.get(z).copied().unwrap_or(0.0))
+                .collect(),
             zones,
         }
     }
@@ -424,6 +549,7 @@ fn idle_estimate(
     configured: &[(String, f64)],
     source: &[(String, f64)],
     window: &VecDeque<(f64, f64)>,
+    last_regression: Option<f64>,
 ) -> Option<(f64, IdleMethod)> {
     if let Some((_, w)) = configured.iter().find(|(z, _)| z == zone) {
         return Some((*w, IdleMethod::Configured));
@@ -432,7 +558,7 @@ fn idle_estimate(
         return Some((*w, IdleMethod::Model));
     }
     let points: Vec<(f64, f64)> = window.iter().copied().collect();
-    if let Some(w) = idle_intercept(&points) {
+    if let Some(w) = idle_intercept(&points).or(last_regression) {
         return Some((w, IdleMethod::Regression));
     }
     points

@@ -146,6 +146,76 @@ fn carried_totals_are_not_counted_twice_and_stopped_workloads_expire() {
 }
 
 #[test]
+fn a_removed_cgroup_still_reported_by_the_kernel_does_not_expire() {
+    let mut a = Attributor::new(AttributionOptions {
+        retention: Duration::from_secs(5),
+        ..AttributionOptions::default()
+    });
+    a.update(
+        &counters(1, &[(1, "/gone", 100, false)], 100),
+        Some(&power(1, 0.0)),
+        &[],
+        0,
+    );
+    // Removed at 2 s; the kernel keeps reporting its final totals until 20 s.
+    for t in 2..20 {
+        let s = a.update(
+            &counters(t, &[(1, "/gone", 200, true)], 200),
+            Some(&power(t, t as f64)),
+            &[],
+            0,
+        );
+        assert_eq!(s.workloads[0].counters.cpu_ns, 200, "at {t} s");
+        assert!(!s.workloads[0].running);
+    }
+    // Then it leaves the snapshot; after the retention it goes, and its energy is kept apart.
+    let s = a.update(&counters(30, &[], 200), Some(&power(30, 30.0)), &[], 0);
+    assert!(s.workloads.is_empty());
+    assert_eq!(s.expired_joules[0], s.node[0].active_joules);
+}
+
+#[test]
+fn a_pod_keeps_the_energy_of_its_expired_containers() {
+    let mut a = Attributor::new(AttributionOptions {
+        retention: Duration::from_secs(5),
+        ..AttributionOptions::default()
+    });
+    let pod = "/kubepods.slice/kubepods-pod6f1c3a2e_8a55_4b3e_9a4e_2d0f4c1b7e21.slice";
+    let init = format!("{pod}/cri-containerd-{}.scope", "1".repeat(64));
+    let app = format!("{pod}/cri-containerd-{}.scope", "2".repeat(64));
+    a.update(
+        &counters(1, &[(1, &init, 0, false)], 0),
+        Some(&power(1, 0.0)),
+        &[],
+        0,
+    );
+    a.update(
+        &counters(2, &[(1, &init, 100, true), (2, &app, 0, false)], 100),
+        Some(&power(2, 10.0)),
+        &[],
+        0,
+    );
+    let mut pod_joules = 0.0;
+    for t in 3..20u64 {
+        let s = a.update(
+            &counters(t, &[(2, &app, 100 * t, false)], 100 * t),
+            Some(&power(t, 10.0 * t as f64)),
+            &[],
+            0,
+        );
+        let p = s.pods[0].joules[0];
+        assert!(
+            p >= pod_joules,
+            "pod energy went back at {t} s: {pod_joules} → {p}"
+        );
+        pod_joules = p;
+        if t > 10 {
+            assert_eq!(s.workloads.len(), 1, "the init container expired");
+        }
+    }
+}
+
+#[test]
 fn the_model_idle_is_used_and_the_regression_finds_the_intercept() {
     let mut a = Attributor::new(AttributionOptions::default());
     a.update(
@@ -227,11 +297,18 @@ proptest! {
     /// and restart their counters: Σ workloads + what the node kept = node total = Σ zone
     /// energy, to 1e-9; and no workload's counter ever goes down.
     #[test]
-    fn conservation_over_intervals(steps in steps(), p in policy(), idle_w in 0.0f64..100.0) {
+    fn conservation_over_intervals(
+        steps in steps(),
+        p in policy(),
+        idle_w in 0.0f64..100.0,
+        retention_s in 1u64..10,
+        max_workloads in 1usize..8,
+    ) {
         let mut a = Attributor::new(AttributionOptions {
             idle_policy: p,
             configured_idle: vec![("package".into(), idle_w)],
-            retention: Duration::from_secs(1_000_000),
+            retention: Duration::from_secs(retention_s),
+            max_workloads,
             ..AttributionOptions::default()
         });
         let paths = [
@@ -276,22 +353,36 @@ proptest! {
                 });
             }
             let s = a.update(&c, Some(&power(t as u64 + 1, total_joules)), &[], 0);
+            let mut present = std::collections::BTreeSet::new();
             for w in &s.workloads {
                 let key = format!("{:?}", w.workload);
                 let now = (w.joules[0], w.counters.cpu_ns);
                 if let Some(before) = previous.get(&key) {
                     prop_assert!(now.0 >= before.0 - 1e-9 && now.1 >= before.1, "{key} went down");
                 }
-                previous.insert(key, now);
+                previous.insert(key.clone(), now);
+                present.insert(key);
             }
+            for p in &s.pods {
+                let key = format!("pod {}", p.uid);
+                if let Some(before) = previous.get(&key) {
+                    prop_assert!(p.joules[0] >= before.0 - 1e-9, "{key} went down");
+                }
+                previous.insert(key.clone(), (p.joules[0], 0));
+                present.insert(key);
+            }
+            // A series that went away may come back later, from zero: a new series.
+            previous.retain(|k, _| present.contains(k));
             last = Some(s);
         }
         let s = last.unwrap();
         let node = &s.node[0];
         let workloads: f64 = s.workloads.iter().map(|w| w.joules[0]).sum();
+        let expired = s.expired_joules[0];
         let tol = 1e-9 * total_joules.max(1.0);
         prop_assert!((node.active_joules + node.idle_joules - total_joules).abs() <= tol);
-        prop_assert!((workloads + node.kept_joules - total_joules).abs() <= tol,
-            "{workloads} + {} vs {total_joules}", node.kept_joules);
+        prop_assert!((workloads + expired + node.kept_joules - total_joules).abs() <= tol,
+            "{workloads} + {expired} + {} vs {total_joules}", node.kept_joules);
+        prop_assert!(s.workloads.len() <= max_workloads.max(6), "bounded");
     }
 }

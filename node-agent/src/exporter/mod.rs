@@ -4,7 +4,6 @@
 mod kepler;
 
 use std::{
-    collections::BTreeMap,
     fmt,
     net::SocketAddr,
     sync::{Arc, RwLock},
@@ -95,10 +94,8 @@ struct Rows {
 impl Rows {
     fn new(a: &AttributionSnapshot, power: Option<&PowerSnapshot>) -> Self {
         let zones: Vec<String> = a.zones.iter().map(|z| escape_label_value(z)).collect();
-        let n = zones.len();
         let mut containers = Vec::new();
         let mut cgroups = Vec::new();
-        let mut pods: BTreeMap<String, PodRow> = BTreeMap::new();
         for w in &a.workloads {
             let row = Row {
                 counters: w.counters,
@@ -109,23 +106,6 @@ impl Rows {
             match &w.workload {
                 Workload::Container(c) => {
                     let pod_uid = c.pod_uid.as_deref().map(escape_label_value);
-                    if let Some(uid) = &pod_uid {
-                        let p = pods.entry(uid.clone()).or_insert_with(|| PodRow {
-                            uid: uid.clone(),
-                            name: String::new(),
-                            namespace: String::new(),
-                            running: false,
-                            joules: vec![0.0; n],
-                            watts: vec![None; n],
-                        });
-                        p.running |= w.running;
-                        for i in 0..n {
-                            p.joules[i] += w.joules[i];
-                            if let Some(x) = w.watts[i] {
-                                *p.watts[i].get_or_insert(0.0) += x;
-                            }
-                        }
-                    }
                     containers.push(ContainerRow {
                         id: escape_label_value(&c.id),
                         runtime: c.runtime,
@@ -147,7 +127,18 @@ impl Rows {
                 "false"
             },
             containers,
-            pods: pods.into_values().collect(),
+            pods: a
+                .pods
+                .iter()
+                .map(|p| PodRow {
+                    uid: escape_label_value(&p.uid),
+                    name: String::new(),
+                    namespace: String::new(),
+                    running: p.running,
+                    joules: p.joules.clone(),
+                    watts: p.watts.clone(),
+                })
+                .collect(),
             cgroups,
         }
     }
@@ -385,6 +376,18 @@ impl Collector for SnapshotCollector {
                     .map(|(cg, row)| ([("cgroup", cg.as_str())], row.counters.instructions as f64)),
             )?;
         }
+
+        counter_family(
+            &mut enc,
+            "wattlet_expired_energy_joules",
+            "Energy of workloads whose series expired after --retention.terminated, per zone: with it, containers + cgroups + expired + the node's idle equal the node's total at all times (default idle policy).",
+            r.zones.iter().enumerate().map(|(i, z)| {
+                (
+                    [("zone", z.as_str()), ("estimated", est)],
+                    p.attribution.expired_joules.get(i).copied().unwrap_or(0.0),
+                )
+            }),
+        )?;
 
         // The agent about itself.
         counter_family(
@@ -806,6 +809,8 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::kernel::CgroupSample;
     use node_agent_common::CgroupCounters;
@@ -922,6 +927,13 @@ mod tests {
             shared_by_cycles: false,
             agent_cpu_seconds: 0.25,
             agent_joules: vec![0.0, 0.5],
+            pods: vec![crate::attribution::PodTotals {
+                uid: UID.into(),
+                running: true,
+                joules: vec![0.0, 75.0],
+                watts: vec![None, Some(15.0)],
+            }],
+            expired_joules: vec![0.0, 2.5],
         }
     }
 
@@ -966,6 +978,7 @@ mod tests {
             "wattlet_cgroup_cpu_seconds_total{node=\"n1\",cgroup=\"/a b\\\"c\"} 0.75".into(),
             "wattlet_agent_energy_joules_total{node=\"n1\",zone=\"package\",estimated=\"true\"} 0.5".into(),
             "wattlet_attribution_info{node=\"n1\",idle_policy=\"node\",shared_by=\"cpu_time\"} 1".into(),
+            "wattlet_expired_energy_joules_total{node=\"n1\",zone=\"package\",estimated=\"true\"} 2.5".into(),
         ] {
             assert!(text.contains(&line), "{line} missing from\n{text}");
         }

@@ -217,6 +217,15 @@ fn big_snapshot(containers: usize) -> node_agent::exporter::Published {
         shared_by_cycles: false,
         agent_cpu_seconds: 1.0,
         agent_joules: vec![0.1, 0.2],
+        pods: (0..containers / 2)
+            .map(|i| node_agent::attribution::PodTotals {
+                uid: format!("{i:08x}-0000-4000-8000-{i:012x}").into(),
+                running: true,
+                joules: vec![3.0 + i as f64, 24.5 + i as f64],
+                watts: vec![Some(1.0), Some(6.5)],
+            })
+            .collect(),
+        expired_joules: vec![0.0, 0.0],
     };
     let power = PowerSnapshot {
         source: SourceKind::Powercap,
