@@ -106,7 +106,7 @@ fn pods_share_measured_energy_three_to_one_and_every_joule_is_accounted_for() ->
     let wattlet_containers = q("sum(wattlet_container_energy_joules_total{zone=\"package\"})")?;
     println!(
         "attribution — energy A:B = {ratio:.3} (cpu.stat {cpu_ratio:.3}); containers + cgroups + \
-         idle = {parts:.2} J of {total:.2} J ({:+.4}%); idle estimate {idle_w:.2} W against the \
+         expired + idle = {parts:.2} J of {total:.2} J ({:+.4}%); idle estimate {idle_w:.2} W against the \
          law's {law_idle} W ({:+.2}%, regression: {method})",
         (parts - total) / total * 100.0,
         (idle_w - law_idle) / law_idle * 100.0
