@@ -149,8 +149,11 @@ pub struct PodTotals {
 #[derive(Debug)]
 struct Entry {
     counters: CgroupCounters,
-    joules: BTreeMap<String, f64>,
-    watts: BTreeMap<String, f64>,
+    /// Per zone index (see `Attributor::zone_names`): joules so far, this interval's joules,
+    /// and this interval's power.
+    joules: Vec<f64>,
+    interval: Vec<f64>,
+    watts: Vec<Option<f64>>,
     running: bool,
     /// Last time a cgroup of it was in the kernel's snapshot (alive, or removed and still
     /// reported with its final totals).
@@ -159,8 +162,8 @@ struct Entry {
 
 #[derive(Debug)]
 struct PodEntry {
-    joules: BTreeMap<String, f64>,
-    watts: BTreeMap<String, f64>,
+    joules: Vec<f64>,
+    watts: Vec<Option<f64>>,
     running: bool,
     last_seen: Duration,
 }
@@ -183,8 +186,10 @@ struct NodeEntry {
 #[derive(Debug)]
 pub struct Attributor {
     opts: AttributionOptions,
-    /// Per cgroup id: its workload, and its own counts at the last read.
-    ids: HashMap<u64, (Workload, CgroupCounters)>,
+    /// Per cgroup id: its workload, its own counts at the last read, and the read it was last
+    /// seen at.
+    ids: HashMap<u64, (Workload, CgroupCounters, u64)>,
+    reads: u64,
     last_overflow: Option<CgroupCounters>,
     last_cpu: Option<(u64, u64)>,
     last_power: Option<(Duration, BTreeMap<String, f64>)>,
@@ -192,10 +197,24 @@ pub struct Attributor {
     workloads: BTreeMap<Workload, Entry>,
     pods: BTreeMap<Arc<str>, PodEntry>,
     /// Energy of workloads whose series expired, per zone.
-    expired_joules: BTreeMap<String, f64>,
+    expired_joules: Vec<f64>,
+    /// Zone names, in the order of the per-zone vectors.
+    zone_names: Vec<String>,
     node: BTreeMap<String, NodeEntry>,
     agent_ns: u64,
-    agent_joules: BTreeMap<String, f64>,
+    agent_joules: Vec<f64>,
+}
+
+/// `v[i]`, growing `v` as needed.
+fn at<T: Default + Clone>(v: &mut Vec<T>, i: usize) -> &mut T {
+    if v.len() <= i {
+        v.resize(i + 1, T::default());
+    }
+    &mut v[i]
+}
+
+fn get<T: Default + Clone>(v: &[T], i: Option<usize>) -> T {
+    i.and_then(|i| v.get(i).cloned()).unwrap_or_default()
 }
 
 fn sub(a: &CgroupCounters, b: &CgroupCounters) -> CgroupCounters {
@@ -230,16 +249,18 @@ impl Attributor {
         Self {
             opts,
             ids: HashMap::new(),
+            reads: 0,
             last_overflow: None,
             last_cpu: None,
             last_power: None,
             last_agent_ns: None,
             workloads: BTreeMap::new(),
             pods: BTreeMap::new(),
-            expired_joules: BTreeMap::new(),
+            expired_joules: Vec::new(),
+            zone_names: Vec::new(),
             node: BTreeMap::new(),
             agent_ns: 0,
-            agent_joules: BTreeMap::new(),
+            agent_joules: Vec::new(),
         }
     }
 
@@ -255,28 +276,32 @@ impl Attributor {
         let now = counters.at;
         // Per workload, what its cgroups did this interval.
         let mut deltas: BTreeMap<Workload, (CgroupCounters, bool)> = BTreeMap::new();
-        let mut seen: HashMap<u64, (Workload, CgroupCounters)> =
-            HashMap::with_capacity(counters.cgroups.len());
+        self.reads += 1;
+        let read = self.reads;
         for (id, sample) in &counters.cgroups {
             // Totals carried in from a removed cgroup of the same path were counted already.
             let own = sub(&sample.counters, &sample.carried);
-            let (workload, prev) = match self.ids.remove(id) {
-                Some((w, prev)) => (w, Some(prev)),
+            let (workload, prev) = match self.ids.get_mut(id) {
+                Some(known) => {
+                    let prev = std::mem::replace(&mut known.1, own);
+                    known.2 = read;
+                    (known.0.clone(), Some(prev))
+                }
                 None => {
                     let w = match sample.path.as_deref() {
                         Some(p) => workload::classify(p, self.opts.cgroup_depth),
                         None => Workload::Cgroup(Arc::from(UNSEEN)),
                     };
+                    self.ids.insert(*id, (w.clone(), own, read));
                     (w, None)
                 }
             };
             let d = increases(prev.as_ref(), &own);
-            let e = deltas.entry(workload.clone()).or_default();
+            let e = deltas.entry(workload).or_default();
             e.0.add(&d);
             e.1 |= !sample.gone;
-            seen.insert(*id, (workload, own));
         }
-        self.ids = seen;
+        self.ids.retain(|_, known| known.2 == read);
         if counters.overflow != CgroupCounters::default() || self.last_overflow.is_some() {
             let d = increases(self.last_overflow.as_ref(), &counters.overflow);
             self.last_overflow = Some(counters.overflow);
@@ -327,31 +352,32 @@ impl Attributor {
         for (w, (d, r)) in &deltas {
             let e = self.workloads.entry(w.clone()).or_insert_with(|| Entry {
                 counters: CgroupCounters::default(),
-                joules: BTreeMap::new(),
-                watts: BTreeMap::new(),
+                joules: Vec::new(),
+                interval: Vec::new(),
+                watts: Vec::new(),
                 running: *r,
                 last_seen: now,
             });
             e.counters.add(d);
             e.running = *r;
             e.last_seen = now;
-            e.watts.clear();
         }
         for (w, e) in self.workloads.iter_mut() {
+            e.watts.fill(None);
+            e.interval.fill(0.0);
             if !deltas.contains_key(w) {
                 e.running = false;
-                e.watts.clear();
             }
         }
 
         // Energy, per zone.
-        let mut interval_joules: BTreeMap<Workload, BTreeMap<String, f64>> = BTreeMap::new();
         if let Some(p) = power {
+            let indices: Vec<usize> = p.zones.iter().map(|z| self.zone_index(&z.zone)).collect();
             let joules: BTreeMap<String, f64> =
                 p.zones.iter().map(|z| (z.zone.clone(), z.joules)).collect();
             if let Some((last_at, last)) = self.last_power.replace((p.at, joules.clone())) {
                 let dt = p.at.saturating_sub(last_at).as_secs_f64();
-                for z in &p.zones {
+                for (z, &zi) in p.zones.iter().zip(&indices) {
                     let Some(before) = last.get(&z.zone) else {
                         continue;
                     };
@@ -383,21 +409,15 @@ impl Attributor {
                     node.idle_watts = per_s(s.idle);
                     for (i, w) in keys.iter().enumerate() {
                         let j = s.workload_active[i] + s.workload_idle[i];
-                        *interval_joules
-                            .entry(w.clone())
-                            .or_default()
-                            .entry(z.zone.clone())
-                            .or_default() += j;
                         if let Some(e) = self.workloads.get_mut(w) {
-                            *e.joules.entry(z.zone.clone()).or_default() += j;
-                            if let Some(watts) = per_s(j) {
-                                e.watts.insert(z.zone.clone(), watts);
-                            }
+                            *at(&mut e.joules, zi) += j;
+                            *at(&mut e.interval, zi) += j;
+                            *at(&mut e.watts, zi) = per_s(j);
                         }
                     }
                     // The agent's own share of active energy, by its CPU time.
                     if total_cpu > 0 {
-                        *self.agent_joules.entry(z.zone.clone()).or_default() +=
+                        *at(&mut self.agent_joules, zi) +=
                             s.active * (d_agent.min(total_cpu) as f64 / total_cpu as f64);
                     }
                 }
@@ -407,15 +427,15 @@ impl Attributor {
         // Pods: their totals are kept here, not summed from the containers still tracked, so
         // that a pod's series never goes back when one of its containers expires.
         for p in self.pods.values_mut() {
-            p.watts.clear();
+            p.watts.fill(None);
             p.running = false;
         }
         for (w, e) in &self.workloads {
             let Workload::Container(c) = w else { continue };
             let Some(uid) = &c.pod_uid else { continue };
             let p = self.pods.entry(uid.clone()).or_insert_with(|| PodEntry {
-                joules: BTreeMap::new(),
-                watts: BTreeMap::new(),
+                joules: Vec::new(),
+                watts: Vec::new(),
                 running: false,
                 last_seen: now,
             });
@@ -423,16 +443,12 @@ impl Attributor {
                 p.last_seen = now;
             }
             p.running |= e.running;
-            for (z, watts) in &e.watts {
-                *p.watts.entry(z.clone()).or_default() += watts;
+            for (zi, j) in e.interval.iter().enumerate() {
+                *at(&mut p.joules, zi) += j;
             }
-        }
-        for (w, joules) in &interval_joules {
-            if let Workload::Container(c) = w
-                && let Some(p) = c.pod_uid.as_ref().and_then(|u| self.pods.get_mut(u))
-            {
-                for (z, j) in joules {
-                    *p.joules.entry(z.clone()).or_default() += j;
+            for (zi, watts) in e.watts.iter().enumerate() {
+                if let Some(w) = watts {
+                    *at(&mut p.watts, zi).get_or_insert(0.0) += w;
                 }
             }
         }
@@ -461,8 +477,8 @@ impl Attributor {
         }
         for w in expired {
             if let Some(e) = self.workloads.remove(&w) {
-                for (z, j) in e.joules {
-                    *self.expired_joules.entry(z).or_default() += j;
+                for (zi, j) in e.joules.iter().enumerate() {
+                    *at(&mut self.expired_joules, zi) += j;
                 }
             }
         }
@@ -479,10 +495,24 @@ impl Attributor {
         self.snapshot(power, by_cycles)
     }
 
+    fn zone_index(&mut self, zone: &str) -> usize {
+        match self.zone_names.iter().position(|z| z == zone) {
+            Some(i) => i,
+            None => {
+                self.zone_names.push(zone.to_owned());
+                self.zone_names.len() - 1
+            }
+        }
+    }
+
     fn snapshot(&self, power: Option<&PowerSnapshot>, by_cycles: bool) -> AttributionSnapshot {
         let zones: Vec<String> = power
             .map(|p| p.zones.iter().map(|z| z.zone.clone()).collect())
             .unwrap_or_default();
+        let idx: Vec<Option<usize>> = zones
+            .iter()
+            .map(|z| self.zone_names.iter().position(|n| n == z))
+            .collect();
         let node = zones
             .iter()
             .map(|z| {
@@ -505,11 +535,8 @@ impl Attributor {
                 workload: w.clone(),
                 running: e.running,
                 counters: e.counters,
-                joules: zones
-                    .iter()
-                    .map(|z| e.joules.get(z).copied().unwrap_or(0.0))
-                    .collect(),
-                watts: zones.iter().map(|z| e.watts.get(z).copied()).collect(),
+                joules: idx.iter().map(|i| get(&e.joules, *i)).collect(),
+                watts: idx.iter().map(|i| get(&e.watts, *i)).collect(),
             })
             .collect();
         AttributionSnapshot {
@@ -517,27 +544,18 @@ impl Attributor {
             workloads,
             shared_by_cycles: by_cycles,
             agent_cpu_seconds: self.agent_ns as f64 / 1e9,
-            agent_joules: zones
-                .iter()
-                .map(|z| self.agent_joules.get(z).copied().unwrap_or(0.0))
-                .collect(),
+            agent_joules: idx.iter().map(|i| get(&self.agent_joules, *i)).collect(),
             pods: self
                 .pods
                 .iter()
                 .map(|(uid, p)| PodTotals {
                     uid: uid.clone(),
                     running: p.running,
-                    joules: zones
-                        .iter()
-                        .map(|z| p.joules.get(z).copied().unwrap_or(0.0))
-                        .collect(),
-                    watts: zones.iter().map(|z| p.watts.get(z).copied()).collect(),
+                    joules: idx.iter().map(|i| get(&p.joules, *i)).collect(),
+                    watts: idx.iter().map(|i| get(&p.watts, *i)).collect(),
                 })
                 .collect(),
-            expired_joules: zones
-                .iter()
-                .map(|z| self.expired_joules.get(z).copied().unwrap_or(0.0))
-                .collect(),
+            expired_joules: idx.iter().map(|i| get(&self.expired_joules, *i)).collect(),
             zones,
         }
     }

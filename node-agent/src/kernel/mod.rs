@@ -82,6 +82,8 @@ pub struct KernelCounters {
     /// Removed cgroups: when first seen gone, and their last known path.
     gone: HashMap<u64, (Duration, Option<Arc<str>>)>,
     paths: HashMap<u64, Arc<str>>,
+    /// Per live map entry, its summed CPU time at the last read (to tell which ran since).
+    cpu_seen: HashMap<u64, u64>,
     deletions: u64,
     /// Totals of expired removed cgroups whose path was never seen (never decreases).
     retired_unseen: CgroupCounters,
@@ -161,6 +163,7 @@ impl KernelCounters {
             carried: HashMap::new(),
             gone: HashMap::new(),
             paths: HashMap::new(),
+            cpu_seen: HashMap::new(),
             deletions: 0,
             retired_unseen: CgroupCounters::default(),
             last_idle: Vec::new(),
@@ -188,14 +191,28 @@ impl KernelCounters {
         let mut scratch = vec![CgroupCounters::default(); self.possible_cpus];
         let mut live_entries = 0usize;
         let mut alive_by_path: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut cpu_now: HashMap<u64, u64> = HashMap::with_capacity(keys.len());
         for id in keys {
-            match tree.lookup(id) {
+            let values = match self.cgroups.get(&id, 0) {
+                Ok(v) => v,
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(e).context("reading the cgroup map"),
+            };
+            // A cgroup whose tasks ran since the last read existed in this interval: its
+            // cached path is trusted without a stat (a cgroup removed after running is found
+            // at the next read, when it is idle). Only idle cgroups are checked on disk.
+            let cpu_ns = values
+                .iter()
+                .map(|v| v.cpu_ns)
+                .fold(0u64, u64::wrapping_add);
+            let ran = self.cpu_seen.get(&id).is_some_and(|c| *c != cpu_ns);
+            cpu_now.insert(id, cpu_ns);
+            let lookup = match self.paths.get(&id) {
+                Some(path) if ran => Lookup::Alive(path.clone()),
+                _ => tree.lookup(id),
+            };
+            match lookup {
                 Lookup::Alive(path) => {
-                    let values = match self.cgroups.get(&id, 0) {
-                        Ok(v) => v,
-                        Err(aya::maps::MapError::KeyNotFound) => continue,
-                        Err(e) => return Err(e).context("reading the cgroup map"),
-                    };
                     live_entries += 1;
                     // Alive after all (e.g. a rescan had missed it): not removed.
                     self.gone.remove(&id);
@@ -235,6 +252,8 @@ impl KernelCounters {
                 }
             }
         }
+
+        self.cpu_seen = cpu_now;
 
         // Forget removed cgroups after the retention (oldest first beyond the bound) without
         // letting an exported counter go backwards: a total whose path lives on in a new cgroup

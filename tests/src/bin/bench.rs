@@ -311,10 +311,18 @@ fn agent_cost() -> Result<()> {
     const MEASURE: Duration = Duration::from_secs(20);
     let base = TestCgroup::new("bench")?;
     let mut cgroups = Vec::with_capacity(CGROUPS);
+    let mut tasks = Vec::with_capacity(CGROUPS);
     for i in 0..CGROUPS {
         let cg = TestCgroup::create_at(base.path.join(format!("cg-{i}")))?;
-        // One short process each, so that each cgroup has an entry in the kernel's map.
-        cg.spawn(&mut std::process::Command::new("true"))?.wait()?;
+        // A process in each that wakes every second (tail polling /dev/null), so that every
+        // cgroup is live in the kernel's map at every interval.
+        tasks.push(Running(
+            cg.spawn(
+                std::process::Command::new("tail")
+                    .args(["---disable-inotify", "-f", "-s", "1", "/dev/null"])
+                    .stdout(std::process::Stdio::null()),
+            )?,
+        ));
         cgroups.push(cg);
     }
     let port = free_port()?;
@@ -358,6 +366,7 @@ fn agent_cost() -> Result<()> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmRSS")?;
     drop(agent);
+    drop(tasks);
     drop(cgroups);
     drop(base);
     println!(
