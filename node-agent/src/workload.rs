@@ -35,11 +35,12 @@ fn is_container_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A container scope of the systemd cgroup driver: `cri-containerd-<id>.scope`, `crio-<id>.scope`
+/// A container's cgroup named by its runtime: `cri-containerd-<id>.scope`, `crio-<id>.scope`
 /// (and `crio-conmon-<id>.scope`, the container's monitor), `docker-<id>.scope`,
-/// `libpod-<id>.scope` (and `libpod-conmon-<id>.scope`).
+/// `libpod-<id>.scope` (and `libpod-conmon-<id>.scope`) under the systemd driver; the same
+/// names without `.scope` under the cgroupfs driver (`crio-<id>`, `libpod-<id>`).
 fn container_scope(component: &str) -> Option<(&'static str, &str)> {
-    let stem = component.strip_suffix(".scope")?;
+    let stem = component.strip_suffix(".scope").unwrap_or(component);
     let (runtime, id) = [
         ("cri-containerd-", "containerd"),
         ("crio-conmon-", "cri-o"),
@@ -65,12 +66,24 @@ fn pod_uid(component: &str) -> Option<String> {
     ok.then_some(uid)
 }
 
+/// `kubepods-besteffort.slice`, kind's `kubelet-kubepods-burstable.slice`, or cgroupfs's
+/// `besteffort` / `burstable`.
 fn qos(component: &str) -> Option<Qos> {
-    match component {
-        "kubepods-besteffort.slice" | "besteffort" => Some(Qos::BestEffort),
-        "kubepods-burstable.slice" | "burstable" => Some(Qos::Burstable),
-        _ => None,
+    let stem = component.strip_suffix(".slice").unwrap_or(component);
+    if stem == "besteffort" || stem.ends_with("kubepods-besteffort") {
+        Some(Qos::BestEffort)
+    } else if stem == "burstable" || stem.ends_with("kubepods-burstable") {
+        Some(Qos::Burstable)
+    } else {
+        None
     }
+}
+
+/// The root of the pods' hierarchy: `kubepods.slice`, kind's `kubelet-kubepods.slice`,
+/// cgroupfs's `kubepods`.
+fn is_kubepods(component: &str) -> bool {
+    let stem = component.strip_suffix(".slice").unwrap_or(component);
+    stem == "kubepods" || stem.ends_with("-kubepods")
 }
 
 /// What the cgroup at `path` is. The outermost container component wins: cgroups below a
@@ -81,7 +94,7 @@ pub fn classify(path: &str, depth: usize) -> Workload {
     let mut in_kubepods = false;
     let mut parent = "";
     for component in path.split('/').filter(|c| !c.is_empty()) {
-        if component == "kubepods" || component == "kubepods.slice" {
+        if is_kubepods(component) {
             in_kubepods = true;
         }
         if let Some(q) = qos(component) {
@@ -137,40 +150,182 @@ mod tests {
         }
     }
 
+    /// Real-looking paths of every layout: (path, runtime, pod uid, QoS).
     #[test]
-    fn kubernetes_systemd_driver() {
+    fn table_of_layouts() {
         let u = UID.replace('-', "_");
+        let be = Some(Qos::BestEffort);
+        let bu = Some(Qos::Burstable);
+        let gu = Some(Qos::Guaranteed);
+        let cases: Vec<(String, &str, Option<&str>, Option<Qos>)> = vec![
+            // containerd, systemd driver: BestEffort, Burstable, Guaranteed.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+                Some(UID),
+                be,
+            ),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+                Some(UID),
+                bu,
+            ),
+            (
+                format!("/kubepods.slice/kubepods-pod{u}.slice/cri-containerd-{ID}.scope"),
+                "containerd",
+                Some(UID),
+                gu,
+            ),
+            // CRI-O, systemd driver, and its conmon scope (the container's monitor).
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/crio-{ID}.scope"
+                ),
+                "cri-o",
+                Some(UID),
+                bu,
+            ),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/crio-conmon-{ID}.scope"
+                ),
+                "cri-o",
+                Some(UID),
+                bu,
+            ),
+            // cri-dockerd, systemd driver.
+            (
+                format!(
+                    "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/docker-{ID}.scope"
+                ),
+                "docker",
+                Some(UID),
+                be,
+            ),
+            // cgroupfs driver: containerd (bare id), CRI-O, uid with dashes; Guaranteed.
+            (
+                format!("/kubepods/besteffort/pod{UID}/{ID}"),
+                "cri",
+                Some(UID),
+                be,
+            ),
+            (
+                format!("/kubepods/burstable/pod{UID}/crio-{ID}"),
+                "cri-o",
+                Some(UID),
+                bu,
+            ),
+            (format!("/kubepods/pod{UID}/{ID}"), "cri", Some(UID), gu),
+            // kind: the node's kubelet nests the pods under kubelet.slice.
+            (
+                format!(
+                    "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{u}.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+                Some(UID),
+                be,
+            ),
+            (
+                format!(
+                    "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{u}.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+                Some(UID),
+                gu,
+            ),
+            // Below a container's scope: still the container.
+            (
+                format!("/kubepods.slice/kubepods-pod{u}.slice/cri-containerd-{ID}.scope/init"),
+                "containerd",
+                Some(UID),
+                gu,
+            ),
+            // Docker and podman outside Kubernetes, both drivers; rootless podman.
+            (
+                format!("/system.slice/docker-{ID}.scope"),
+                "docker",
+                None,
+                None,
+            ),
+            (format!("/docker/{ID}"), "docker", None, None),
+            (
+                format!("/machine.slice/libpod-{ID}.scope/container"),
+                "podman",
+                None,
+                None,
+            ),
+            (
+                format!("/machine.slice/libpod-conmon-{ID}.scope"),
+                "podman",
+                None,
+                None,
+            ),
+            (
+                format!(
+                    "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
+                ),
+                "podman",
+                None,
+                None,
+            ),
+            (format!("/libpod_parent/libpod-{ID}"), "podman", None, None),
+        ];
+        for (path, runtime, pod, qos) in cases {
+            let c = container(&path);
+            assert_eq!(
+                (c.runtime, &*c.id, c.pod_uid.as_deref(), c.qos),
+                (runtime, ID, pod, qos),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pod_sandbox_belongs_to_its_pod() {
+        // The pause container's scope is a container of the pod like any other.
+        let u = UID.replace('-', "_");
+        let sandbox = "f".repeat(64);
         let c = container(&format!(
-            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/cri-containerd-{ID}.scope"
-        ));
-        assert_eq!(
-            (c.runtime, &*c.id, c.pod_uid.as_deref(), c.qos),
-            ("containerd", ID, Some(UID), Some(Qos::BestEffort))
-        );
-        let c = container(&format!(
-            "/kubepods.slice/kubepods-pod{u}.slice/crio-conmon-{ID}.scope"
-        ));
-        assert_eq!((c.runtime, c.qos), ("cri-o", Some(Qos::Guaranteed)));
-        // Below the container's scope: still the container.
-        let c = container(&format!(
-            "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-burstable.slice/kubelet-kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope/init"
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{sandbox}.scope"
         ));
         assert_eq!(c.pod_uid.as_deref(), Some(UID));
     }
 
-    #[test]
-    fn cgroupfs_driver_and_plain_runtimes() {
-        let c = container(&format!("/kubepods/burstable/pod{UID}/{ID}"));
-        assert_eq!(
-            (c.runtime, c.pod_uid.as_deref(), c.qos),
-            ("cri", Some(UID), Some(Qos::Burstable))
-        );
-        let c = container(&format!("/docker/{ID}"));
-        assert_eq!((c.runtime, c.pod_uid), ("docker", None));
-        let c = container(&format!("/system.slice/docker-{ID}.scope"));
-        assert_eq!(c.runtime, "docker");
-        let c = container(&format!("/machine.slice/libpod-{ID}.scope/container"));
-        assert_eq!(c.runtime, "podman");
+    proptest::proptest! {
+        /// No input makes the parser panic, and a cgroup is always named by a path that starts
+        /// with `/`.
+        #[test]
+        fn never_panics(path in "\\PC{0,300}", depth in 0usize..6) {
+            match classify(&path, depth) {
+                Workload::Cgroup(p) => proptest::prop_assert!(p.starts_with('/')),
+                Workload::Container(c) => proptest::prop_assert_eq!(c.id.len(), 64),
+            }
+        }
+
+        /// Nor do paths built from the pieces the parser looks for.
+        #[test]
+        fn never_panics_on_near_misses(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("kubepods.slice".to_owned()),
+                    proptest::strategy::Just("kubepods-burstable.slice".to_owned()),
+                    "kubepods-pod[0-9a-f_]{0,40}\\.slice",
+                    "pod[0-9a-f-]{0,40}",
+                    "(cri-containerd-|crio-|crio-conmon-|docker-|libpod-)[0-9a-f]{0,70}(\\.scope)?",
+                    "[0-9a-f]{60,68}",
+                    "[a-z.@-]{0,12}",
+                ],
+                0..8,
+            ),
+        ) {
+            let path = format!("/{}", parts.join("/"));
+            let _ = classify(&path, 3);
+        }
     }
 
     #[test]

@@ -1,0 +1,15 @@
+//! `cargo +nightly fuzz run cgroup_path`: the cgroup path parser never panics, whatever the bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use node_agent::workload::{Workload, classify};
+
+fuzz_target!(|data: &[u8]| {
+    let path = String::from_utf8_lossy(data);
+    for depth in [0, 2, 5] {
+        match classify(&path, depth) {
+            Workload::Cgroup(p) => assert!(p.starts_with('/')),
+            Workload::Container(c) => assert_eq!(c.id.len(), 64),
+        }
+    }
+});
