@@ -14,7 +14,7 @@ use log::{info, warn};
 
 use crate::{
     attribution::{Attributor, IdlePolicy},
-    cgroup::{CgroupTree, locate_cgroup2},
+    cgroup::CgroupTree,
     config::Options,
     exporter::{self, Latest, Published},
     kernel::{KernelCounters, probe},
@@ -36,18 +36,9 @@ pub fn require_privileges() -> Result<()> {
 pub async fn run(opts: Options) -> Result<()> {
     require_privileges()?;
     let addr = opts.listen_addr()?;
-    let mount = locate_cgroup2()?;
-    info!("cgroup v2 hierarchy at {}", mount.mount_point.display());
-    if mount.root != "/" {
-        warn!(
-            "the cgroup v2 mount at {} shows only the subtree {} (a cgroup namespace?): cgroups \
-             outside it cannot be named; run in the host's cgroup namespace (hostPID, or mount the \
-             host's /sys/fs/cgroup)",
-            mount.mount_point.display(),
-            mount.root
-        );
-    }
-    let mut tree = CgroupTree::new(&mount.mount_point);
+    let cgroup_root = opts.cgroup_root()?;
+    info!("cgroup v2 hierarchy at {}", cgroup_root.display());
+    let mut tree = CgroupTree::new(&cgroup_root);
     let mut counters = KernelCounters::load(opts.kernel_options())?;
     let (_, pmu_reason) = counters.pmu();
     info!("sched_switch accounting attached; PMU: {pmu_reason}");

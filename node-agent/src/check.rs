@@ -3,7 +3,6 @@
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    cgroup::locate_cgroup2,
     config::Options,
     kernel::{KernelCounters, KernelOptions, PmuMode, probe},
     power::{self, SourceKind},
@@ -108,15 +107,15 @@ pub fn run_checks(opts: &Options) -> Report {
         },
     });
 
-    match locate_cgroup2() {
+    match opts.cgroup_root() {
         Ok(m) => {
-            let hybrid = m.mount_point != Path::new("/sys/fs/cgroup");
+            let hybrid = m != Path::new("/sys/fs/cgroup");
             items.push(Item {
                 what: "cgroup v2",
                 status: Status::Ok,
                 detail: format!(
                     "mounted at {}{}",
-                    m.mount_point.display(),
+                    m.display(),
                     if hybrid {
                         " (hybrid or non-standard layout)"
                     } else {

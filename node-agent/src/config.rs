@@ -26,6 +26,12 @@ pub struct Options {
     #[arg(long = "path.procfs", default_value = "/proc", global = true)]
     pub procfs: PathBuf,
 
+    /// The host's cgroup v2 hierarchy, mounted here, instead of the mount found in
+    /// /proc/self/mountinfo (a container sees only its own cgroup namespace there; the
+    /// DaemonSet mounts the host's /sys/fs/cgroup read-only at /host/sys/fs/cgroup).
+    #[arg(long = "path.cgroup", global = true)]
+    pub cgroup_root: Option<PathBuf>,
+
     /// Power sources in order of preference; the first that works here is used.
     #[arg(
         long = "power.sources",
@@ -170,6 +176,32 @@ impl Options {
                 .clamp(10, 100_000),
             max_workloads: self.max_workloads,
         }
+    }
+
+    /// The cgroup v2 hierarchy to name cgroups from: `--path.cgroup`, or the mount this process
+    /// sees, with a warning when that is a namespaced subtree.
+    pub fn cgroup_root(&self) -> Result<PathBuf> {
+        if let Some(root) = &self.cgroup_root {
+            if !root.join("cgroup.controllers").exists() {
+                bail!(
+                    "--path.cgroup {}: no cgroup.controllers there; mount the host's cgroup v2 \
+                     hierarchy (/sys/fs/cgroup) at this path",
+                    root.display()
+                );
+            }
+            return Ok(root.clone());
+        }
+        let mount = crate::cgroup::locate_cgroup2()?;
+        if mount.root != "/" {
+            log::warn!(
+                "the cgroup v2 mount at {} shows only the subtree {} (a cgroup namespace?): \
+                 cgroups outside it cannot be named; mount the host's /sys/fs/cgroup and pass \
+                 --path.cgroup",
+                mount.mount_point.display(),
+                mount.root
+            );
+        }
+        Ok(mount.mount_point)
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr> {
