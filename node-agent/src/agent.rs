@@ -15,9 +15,11 @@ use log::{info, warn};
 use crate::{
     attribution::{Attributor, IdlePolicy},
     cgroup::CgroupTree,
+    config::KubeMode,
     config::Options,
     exporter::{self, Latest, Published},
     kernel::{KernelCounters, probe},
+    kubernetes::{self, Metadata},
     power::{self, BusySample, Meter},
 };
 
@@ -45,6 +47,8 @@ pub async fn run(opts: Options) -> Result<()> {
 
     let meter = open_power(&opts)?;
 
+    let metadata = start_kubernetes(&opts).await?;
+
     let latest = Arc::new(Latest::default());
     let registry = exporter::registry(latest.clone(), &opts.node_name(), opts.metrics_compat);
     let listener = exporter::bind(addr).await?;
@@ -71,6 +75,7 @@ pub async fn run(opts: Options) -> Result<()> {
                         tree: &mut tree,
                         meter: &mut meter,
                         attributor: &mut attributor,
+                        metadata,
                     },
                     &latest,
                     policy,
@@ -133,6 +138,40 @@ struct Sources<'a> {
     tree: &'a mut CgroupTree,
     meter: &'a mut Meter,
     attributor: &'a mut Attributor,
+    metadata: Option<Arc<Metadata>>,
+}
+
+/// Starts the pod-metadata watcher when a Kubernetes configuration is found (or required).
+async fn start_kubernetes(opts: &Options) -> Result<Option<Arc<Metadata>>> {
+    if opts.kubernetes == KubeMode::Off {
+        return Ok(None);
+    }
+    let client = tokio::time::timeout(Duration::from_secs(10), kube::Client::try_default()).await;
+    match client {
+        Ok(Ok(client)) => {
+            let node = opts.node_name();
+            let metadata = Arc::new(Metadata::default());
+            info!("watching this node's pods ({node}) for container and pod names");
+            tokio::spawn(kubernetes::watch(
+                client,
+                node,
+                metadata.clone(),
+                opts.gone_retention,
+            ));
+            Ok(Some(metadata))
+        }
+        Ok(Err(e)) if opts.kubernetes == KubeMode::Auto => {
+            info!(
+                "no Kubernetes API ({e}): containers are named by id and runtime, cgroups by path"
+            );
+            Ok(None)
+        }
+        Ok(Err(e)) => bail!(
+            "--kubernetes on: no Kubernetes API configuration ({e}); run in a pod with a service \
+             account, or set KUBECONFIG"
+        ),
+        Err(_) => bail!("connecting to the Kubernetes API timed out after 10s"),
+    }
 }
 
 /// CPU time this process has used (user + system), in nanoseconds.
@@ -162,6 +201,7 @@ fn measure_loop(
         tree,
         meter,
         attributor,
+        metadata,
     } = src;
     let mut errors = 0u64;
     let mut power_errors = 0u64;
@@ -197,6 +237,7 @@ fn measure_loop(
                     Some(power),
                     attribution,
                     policy,
+                    metadata.as_ref().map(|m| m.view()),
                     started.elapsed(),
                     errors,
                 ))

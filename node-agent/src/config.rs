@@ -129,6 +129,11 @@ pub struct Options {
     #[arg(long = "power.idle-watts", value_delimiter = ',', value_parser = parse_zone_watts, global = true)]
     pub idle_watts: Vec<(String, f64)>,
 
+    /// Pod metadata from the Kubernetes API (in-cluster, or $KUBECONFIG): `auto` uses it when
+    /// a configuration is found, `on` requires it, `off` never asks.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub kubernetes: KubeMode,
+
     /// Also emit Kepler's metric names and labels, so that Kepler dashboards work unchanged.
     #[arg(long = "metrics-compat", value_enum, global = true)]
     pub metrics_compat: Option<Compat>,
@@ -255,6 +260,13 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         bail!("{s:?} is not a valid duration");
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeMode {
+    Auto,
+    On,
+    Off,
 }
 
 /// Other exporters' metric names, emitted as well as Wattlet's.

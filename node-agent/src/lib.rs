@@ -9,5 +9,6 @@ pub mod check;
 pub mod config;
 pub mod exporter;
 pub mod kernel;
+pub mod kubernetes;
 pub mod power;
 pub mod workload;

@@ -216,6 +216,15 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 /// Starts `wattlet run` on 127.0.0.1:`port` (node name `e2e-node`, interval 200ms unless `extra`
 /// sets one) with `extra` arguments, and waits until /readyz says a snapshot was taken.
 pub fn start_agent(port: u16, extra: &[&std::ffi::OsStr]) -> Result<Running> {
+    start_agent_with_env(port, extra, &[])
+}
+
+/// [`start_agent`] with environment variables set for the agent.
+pub fn start_agent_with_env(
+    port: u16,
+    extra: &[&std::ffi::OsStr],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<Running> {
     let interval: &[&str] = if extra.iter().any(|a| *a == "--interval") {
         &[]
     } else {
@@ -224,6 +233,7 @@ pub fn start_agent(port: u16, extra: &[&std::ffi::OsStr]) -> Result<Running> {
     let child = Command::new(agent_binary()?)
         .args(["run", "--node-name", "e2e-node"])
         .args(interval)
+        .envs(env.iter().copied())
         .arg("--web.listen-address")
         .arg(format!("127.0.0.1:{port}"))
         .args(extra)

@@ -30,6 +30,7 @@ use crate::{
     attribution::{AttributionSnapshot, IdlePolicy},
     config::Compat,
     kernel::{CountersSnapshot, PmuCounters},
+    kubernetes::{MetaIndex, MetaView},
     power::PowerSnapshot,
     workload::Workload,
 };
@@ -42,6 +43,8 @@ pub struct Published {
     pub power: Option<PowerSnapshot>,
     pub attribution: AttributionSnapshot,
     pub idle_policy: IdlePolicy,
+    /// Pod metadata, when the agent watches the Kubernetes API.
+    pub metadata: Option<MetaView>,
     /// How long the interval's work took.
     pub work: Duration,
     /// Reads of the kernel counters that failed so far.
@@ -92,7 +95,8 @@ struct Rows {
 }
 
 impl Rows {
-    fn new(a: &AttributionSnapshot, power: Option<&PowerSnapshot>) -> Self {
+    fn new(a: &AttributionSnapshot, power: Option<&PowerSnapshot>, meta: &MetaIndex) -> Self {
+        let pod_of = |uid: &str| meta.pods.get(uid).cloned().unwrap_or_default();
         let zones: Vec<String> = a.zones.iter().map(|z| escape_label_value(z)).collect();
         let mut containers = Vec::new();
         let mut cgroups = Vec::new();
@@ -105,14 +109,23 @@ impl Rows {
             };
             match &w.workload {
                 Workload::Container(c) => {
-                    let pod_uid = c.pod_uid.as_deref().map(escape_label_value);
+                    let known = meta.containers.get(&*c.id);
+                    // The cgroup path names the pod; the API's statuses name the container.
+                    let uid = c
+                        .pod_uid
+                        .as_deref()
+                        .or(known.map(|k| k.pod_uid.as_str()))
+                        .unwrap_or("");
+                    let pod = pod_of(uid);
                     containers.push(ContainerRow {
                         id: escape_label_value(&c.id),
                         runtime: c.runtime,
-                        name: String::new(),
-                        pod: String::new(),
-                        namespace: String::new(),
-                        pod_uid: pod_uid.unwrap_or_default(),
+                        name: known
+                            .map(|k| escape_label_value(&k.name))
+                            .unwrap_or_default(),
+                        pod: escape_label_value(&pod.name),
+                        namespace: escape_label_value(&pod.namespace),
+                        pod_uid: escape_label_value(uid),
                         row,
                     });
                 }
@@ -132,8 +145,8 @@ impl Rows {
                 .iter()
                 .map(|p| PodRow {
                     uid: escape_label_value(&p.uid),
-                    name: String::new(),
-                    namespace: String::new(),
+                    name: escape_label_value(&pod_of(&p.uid).name),
+                    namespace: escape_label_value(&pod_of(&p.uid).namespace),
                     running: p.running,
                     joules: p.joules.clone(),
                     watts: p.watts.clone(),
@@ -150,15 +163,19 @@ impl Published {
         power: Option<PowerSnapshot>,
         attribution: AttributionSnapshot,
         idle_policy: IdlePolicy,
+        metadata: Option<MetaView>,
         work: Duration,
         read_errors: u64,
     ) -> Self {
-        let rows = Rows::new(&attribution, power.as_ref());
+        let empty = MetaIndex::default();
+        let index = metadata.as_ref().map_or(&empty, |m| &*m.index);
+        let rows = Rows::new(&attribution, power.as_ref(), index);
         Self {
             counters,
             power,
             attribution,
             idle_policy,
+            metadata,
             work,
             read_errors,
             rows,
@@ -388,6 +405,29 @@ impl Collector for SnapshotCollector {
                 )
             }),
         )?;
+
+        if let Some(m) = &p.metadata {
+            if let Some(age) = m.age {
+                gauge(
+                    &mut enc,
+                    "wattlet_kubernetes_metadata_age_seconds",
+                    "How stale the pod metadata is: 0 while the watch of this node's pods is healthy; while the API server is unreachable, the time since it last confirmed the metadata (the last known names stay in use).",
+                    age.as_secs_f64(),
+                )?;
+            }
+            gauge(
+                &mut enc,
+                "wattlet_kubernetes_pods",
+                "Pods of this node known from the API server (and recently deleted ones, kept for the retention).",
+                m.index.pods.len() as f64,
+            )?;
+            counter_family(
+                &mut enc,
+                "wattlet_kubernetes_watch_errors",
+                "Failed lists or watches of this node's pods (retried with backoff).",
+                [([("resource", "pods")], m.errors as f64)],
+            )?;
+        }
 
         // The agent about itself.
         counter_family(
@@ -943,6 +983,7 @@ mod tests {
             Some(power()),
             attribution(),
             IdlePolicy::Node,
+            None,
             Duration::from_millis(3),
             0,
         ));

@@ -261,6 +261,7 @@ fn big_snapshot(containers: usize) -> node_agent::exporter::Published {
         Some(power),
         attribution,
         IdlePolicy::Node,
+        None,
         Duration::ZERO,
         0,
     )

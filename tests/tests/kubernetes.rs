@@ -1,0 +1,334 @@
+//! Pod metadata end to end: the agent's Kubernetes client against a real HTTP server standing in
+//! for the API server (recorded-style pod lists and a watch stream), with cgroups laid out as
+//! Kubernetes lays out pods. The labels follow adds, modifications, a 410 Gone that forces a
+//! relist, a dropped connection and a deletion; during an outage the last labels stay and the
+//! metadata's age grows.
+
+use std::{
+    ffi::OsStr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use integration_tests::{
+    TestCgroup, free_port, http_get, require_root, start_agent_with_env, wait_for,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+fn workload() -> std::process::Command {
+    integration_tests::workload!()
+}
+
+#[derive(Default)]
+struct Fake {
+    pods: Vec<Value>,
+    resource_version: u64,
+    watchers: Vec<mpsc::UnboundedSender<Bytes>>,
+    watch_requests: usize,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+impl Fake {
+    fn bump(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    fn send(&mut self, event: Value) {
+        let line = Bytes::from(format!("{event}\n"));
+        self.watchers.retain(|w| w.send(line.clone()).is_ok());
+    }
+
+    fn add(&mut self, mut pod: Value, announce: bool) {
+        pod["metadata"]["resourceVersion"] = json!(self.bump());
+        self.pods.push(pod.clone());
+        if announce {
+            self.send(json!({"type": "ADDED", "object": pod}));
+        }
+    }
+
+    fn modify(&mut self, uid: &str, f: impl FnOnce(&mut Value)) {
+        let rv = self.bump();
+        let Some(pod) = self.pods.iter_mut().find(|p| p["metadata"]["uid"] == uid) else {
+            return;
+        };
+        f(pod);
+        pod["metadata"]["resourceVersion"] = json!(rv);
+        let pod = pod.clone();
+        self.send(json!({"type": "MODIFIED", "object": pod}));
+    }
+
+    fn delete(&mut self, uid: &str) {
+        let rv = self.bump();
+        if let Some(i) = self.pods.iter().position(|p| p["metadata"]["uid"] == uid) {
+            let mut pod = self.pods.remove(i);
+            pod["metadata"]["resourceVersion"] = json!(rv);
+            self.send(json!({"type": "DELETED", "object": pod}));
+        }
+    }
+
+    /// The watch's resource version is too old: the client must list again.
+    fn gone(&mut self) {
+        self.send(json!({"type": "ERROR", "object": {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "too old resource version", "reason": "Expired", "code": 410
+        }}));
+        self.watchers.clear();
+    }
+}
+
+async fn pods(State(fake): State<Shared>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    let mut f = fake.lock().unwrap();
+    let selector = q
+        .iter()
+        .find(|(k, _)| k == "fieldSelector")
+        .map(|(_, v)| v.as_str());
+    if selector != Some("spec.nodeName=e2e-node") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the agent must select its node's pods",
+        )
+            .into_response();
+    }
+    if q.iter()
+        .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
+    {
+        f.watch_requests += 1;
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        f.watchers.push(tx);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+        });
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap();
+    }
+    let list = json!({
+        "apiVersion": "v1", "kind": "PodList",
+        "metadata": {"resourceVersion": f.resource_version.to_string()},
+        "items": f.pods,
+    });
+    ([("content-type", "application/json")], list.to_string()).into_response()
+}
+
+fn pod(uid: &str, name: &str, containers: &[(&str, &str)]) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"uid": uid, "name": name, "namespace": "shop",
+                     "managedFields": [{"manager": "kubelet"}]},
+        "spec": {"nodeName": "e2e-node", "containers": [{"name": "x"}]},
+        "status": {"containerStatuses": containers.iter().map(|(n, id)| json!({
+            "name": n, "containerID": format!("containerd://{id}"), "image": "i",
+            "imageID": "i", "ready": true, "restartCount": 0
+        })).collect::<Vec<_>>()}
+    })
+}
+
+const UIDS: [&str; 3] = [
+    "11111111-aaaa-4aaa-8aaa-000000000001",
+    "11111111-aaaa-4aaa-8aaa-000000000002",
+    "11111111-aaaa-4aaa-8aaa-000000000003",
+];
+
+fn id(n: u8) -> String {
+    format!("{n:x}").repeat(64)
+}
+
+#[test]
+fn labels_follow_the_api_server_and_survive_its_loss() -> Result<()> {
+    require_root();
+    let fake: Shared = Arc::default();
+    fake.lock()
+        .unwrap()
+        .add(pod(UIDS[0], "web-1", &[("app", &id(1))]), false);
+    let rt = tokio::runtime::Runtime::new()?;
+    let api_port = free_port()?;
+    // The API server: started, and later stopped (connections refused) and started again.
+    let start_api = || -> Result<tokio::sync::oneshot::Sender<()>> {
+        let app = Router::new()
+            .route("/api/v1/pods", get(pods))
+            .with_state(fake.clone());
+        let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", api_port)))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        rt.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(stop)
+    };
+    let stop_api = start_api()?;
+    let dir = std::env::temp_dir().join(format!("wattlet-kubeconfig-{}", std::process::id()));
+    std::fs::write(
+        &dir,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{api_port}'}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
+        ),
+    )?;
+
+    // Containers of pods: cgroups with a sleeping process each, so they stay in the kernel's map.
+    let base = TestCgroup::new("k8s-meta")?;
+    let mut cgroups = Vec::new();
+    let mut container = |uid: &str, n: u8| -> Result<()> {
+        let cg = TestCgroup::create_at(base.path.join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{}.scope",
+            uid.replace('-', "_"),
+            id(n)
+        )))?;
+        let child = cg.spawn(workload().args(["sleep", "1000000", "5000"]))?;
+        cgroups.push((cg, integration_tests::Running(child)));
+        Ok(())
+    };
+    container(UIDS[0], 1)?;
+
+    let port = free_port()?;
+    let _agent = start_agent_with_env(
+        port,
+        &[OsStr::new("--kubernetes"), OsStr::new("on")],
+        &[("KUBECONFIG", dir.as_os_str())],
+    )?;
+    let addr = format!("127.0.0.1:{port}");
+    let labels = |n: u8, name: &str, pod: &str| {
+        format!(
+            "wattlet_container_cpu_seconds_total{{node=\"e2e-node\",container_id=\"{}\",container=\"{name}\",pod=\"{pod}\",namespace=\"shop\"}}",
+            id(n)
+        )
+    };
+    let shows = |what: &str, series: String| -> Result<()> {
+        wait_for(what, Duration::from_secs(20), || {
+            let (_, body) = http_get(&addr, "/metrics", None).ok()?;
+            body.contains(&series).then_some(())
+        })
+    };
+
+    // The initial list.
+    shows("the listed pod's labels", labels(1, "app", "web-1"))?;
+    println!("kubernetes — list: container app of pod web-1 labelled");
+
+    // A modification: an ephemeral debug container appears in the pod's statuses.
+    container(UIDS[0], 2)?;
+    fake.lock().unwrap().modify(UIDS[0], |p| {
+        p["status"]["ephemeralContainerStatuses"] = json!([{
+            "name": "debugger", "containerID": format!("containerd://{}", id(2)), "image": "i",
+            "imageID": "i", "ready": false, "restartCount": 0
+        }]);
+    });
+    shows(
+        "the modified pod's new container",
+        labels(2, "debugger", "web-1"),
+    )?;
+    println!("kubernetes — watch MODIFIED: ephemeral container labelled");
+
+    // 410 Gone: a pod added meanwhile is found by the relist.
+    container(UIDS[1], 3)?;
+    {
+        let mut f = fake.lock().unwrap();
+        f.add(pod(UIDS[1], "api-1", &[("server", &id(3))]), false);
+        f.gone();
+    }
+    shows("the relisted pod", labels(3, "server", "api-1"))?;
+    println!("kubernetes — 410 Gone: relisted, new pod labelled");
+
+    // A dropped connection: the client watches again and sees the next event.
+    let before = fake.lock().unwrap().watch_requests;
+    fake.lock().unwrap().watchers.clear();
+    wait_for("a new watch", Duration::from_secs(20), || {
+        (fake.lock().unwrap().watch_requests > before).then_some(())
+    })?;
+    container(UIDS[2], 4)?;
+    fake.lock()
+        .unwrap()
+        .add(pod(UIDS[2], "batch-1", &[("job", &id(4))]), true);
+    shows(
+        "the pod added after the re-watch",
+        labels(4, "job", "batch-1"),
+    )?;
+    println!("kubernetes — dropped connection: re-watched, ADDED pod labelled");
+
+    // A deletion: the container's series keep their names for the retention.
+    fake.lock().unwrap().delete(UIDS[2]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, body) = http_get(&addr, "/metrics", None)?;
+    assert!(
+        body.contains(&labels(4, "job", "batch-1")),
+        "deleted pod's names kept"
+    );
+
+    // The API server goes away (connections refused): labels stay, scrapes stay fast, the
+    // metadata ages.
+    fake.lock().unwrap().watchers.clear();
+    let _ = stop_api.send(());
+    std::thread::sleep(Duration::from_secs(4));
+    let t = Instant::now();
+    let (status, body) = http_get(&addr, "/metrics", None)?;
+    let scrape = t.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(&labels(1, "app", "web-1")),
+        "last labels kept in an outage"
+    );
+    let age = integration_tests::sample(
+        &body,
+        "wattlet_kubernetes_metadata_age_seconds{node=\"e2e-node\"}",
+    )
+    .unwrap_or(0.0);
+    let errors = integration_tests::sample(
+        &body,
+        "wattlet_kubernetes_watch_errors_total{node=\"e2e-node\",resource=\"pods\"}",
+    )
+    .unwrap_or(0.0);
+    println!(
+        "kubernetes — outage: labels kept, metadata age {age:.1} s, {errors} watch errors, scrape {scrape:?}"
+    );
+    assert!(age >= 3.0, "metadata age should grow: {age}");
+    assert!(errors >= 1.0, "errors counted");
+    assert!(
+        scrape < Duration::from_secs(1),
+        "a scrape never waits on the API server"
+    );
+    let pod_line = format!(
+        "wattlet_pod_energy_joules_total{{node=\"e2e-node\",zone=\"package\",estimated=\"true\",pod=\"web-1\",namespace=\"shop\",pod_uid=\"{}\"}}",
+        UIDS[0]
+    );
+    assert!(
+        body.contains(&pod_line) || !body.contains("estimated=\"true\""),
+        "pod series named"
+    );
+
+    // The API server comes back: the watcher resumes.
+    let _stop_api = start_api()?;
+    wait_for(
+        "the metadata to be fresh again",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http_get(&addr, "/metrics", None).ok()?;
+            integration_tests::sample(
+                &body,
+                "wattlet_kubernetes_metadata_age_seconds{node=\"e2e-node\"}",
+            )
+            .filter(|a| *a < 2.0)
+        },
+    )?;
+    println!("kubernetes — API server back: metadata fresh again");
+    drop(cgroups);
+    drop(base);
+    let _ = std::fs::remove_file(dir);
+    Ok(())
+}
