@@ -280,19 +280,26 @@ fn parse_zone_watts(s: &str) -> Result<(String, f64)> {
     let (zone, watts) = s
         .split_once('=')
         .with_context(|| format!("{s:?} is not zone=watts (example: package=40)"))?;
-    Ok((
-        zone.trim().to_owned(),
-        parse_watts(watts).or_else(|e| if watts.trim() == "0" { Ok(0.0) } else { Err(e) })?,
-    ))
+    Ok((zone.trim().to_owned(), non_negative_watts(watts)?))
 }
 
+/// The power ceiling: a positive number of watts.
 fn parse_watts(s: &str) -> Result<f64> {
+    let w = non_negative_watts(s)?;
+    if w == 0.0 {
+        bail!("{s:?}: the power ceiling must be a positive number of watts");
+    }
+    Ok(w)
+}
+
+/// A finite, non-negative number of watts.
+fn non_negative_watts(s: &str) -> Result<f64> {
     let w: f64 = s
         .trim()
         .parse()
         .with_context(|| format!("{s:?} is not a number of watts"))?;
-    if !w.is_finite() || w <= 0.0 {
-        bail!("{s:?}: the power ceiling must be a positive number of watts");
+    if !w.is_finite() || w < 0.0 {
+        bail!("{s:?} must be a finite, non-negative number of watts");
     }
     Ok(w)
 }

@@ -166,6 +166,7 @@ impl Metadata {
 pub async fn watch(client: Client, node: String, shared: Arc<Metadata>, retention: Duration) {
     let api: Api<Pod> = Api::all(client);
     let mut backoff = Duration::from_secs(1);
+    let mut failing = false;
     loop {
         let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let (reader, writer) = reflector::store::<Pod>();
@@ -182,7 +183,7 @@ pub async fn watch(client: Client, node: String, shared: Arc<Metadata>, retentio
                 // Mid-list: the store is swapped whole at InitDone.
                 Some(Ok(watcher::Event::Init)) | Some(Ok(watcher::Event::InitApply(_))) => {}
                 Some(Ok(_)) => {
-                    if shared.view().age.is_some_and(|a| a > Duration::ZERO) {
+                    if std::mem::take(&mut failing) {
                         info!("Kubernetes API server reachable again: pod metadata is current");
                     }
                     backoff = Duration::from_secs(1);
@@ -194,6 +195,7 @@ pub async fn watch(client: Client, node: String, shared: Arc<Metadata>, retentio
             }
         };
         shared.error();
+        failing = true;
         warn!(
             "watching pods on node {node} failed: {failure}; keeping the last metadata, listing \
              again in {backoff:?}"

@@ -201,7 +201,6 @@ pub struct Attributor {
     /// Zone names, in the order of the per-zone vectors.
     zone_names: Vec<String>,
     node: BTreeMap<String, NodeEntry>,
-    agent_ns: u64,
     agent_joules: Vec<f64>,
 }
 
@@ -259,7 +258,6 @@ impl Attributor {
             expired_joules: Vec::new(),
             zone_names: Vec::new(),
             node: BTreeMap::new(),
-            agent_ns: 0,
             agent_joules: Vec::new(),
         }
     }
@@ -323,7 +321,6 @@ impl Attributor {
             0.0
         };
         let d_agent = increase(self.last_agent_ns.replace(agent_cpu_ns), agent_cpu_ns);
-        self.agent_ns += d_agent;
 
         // Shares: cycles where a hardware PMU counts them (and asked for), else CPU time.
         let by_cycles = match self.opts.share_by {
@@ -348,7 +345,13 @@ impl Attributor {
             .collect();
         let total_cpu: u64 = deltas.values().map(|(d, _)| d.cpu_ns).sum();
 
-        // Counters and liveness.
+        // Counters and liveness: every workload starts the interval stopped and without power;
+        // those the kernel reported this time are updated.
+        for e in self.workloads.values_mut() {
+            e.watts.fill(None);
+            e.interval.fill(0.0);
+            e.running = false;
+        }
         for (w, (d, r)) in &deltas {
             let e = self.workloads.entry(w.clone()).or_insert_with(|| Entry {
                 counters: CgroupCounters::default(),
@@ -361,13 +364,6 @@ impl Attributor {
             e.counters.add(d);
             e.running = *r;
             e.last_seen = now;
-        }
-        for (w, e) in self.workloads.iter_mut() {
-            e.watts.fill(None);
-            e.interval.fill(0.0);
-            if !deltas.contains_key(w) {
-                e.running = false;
-            }
         }
 
         // Energy, per zone.
@@ -543,7 +539,7 @@ impl Attributor {
             node,
             workloads,
             shared_by_cycles: by_cycles,
-            agent_cpu_seconds: self.agent_ns as f64 / 1e9,
+            agent_cpu_seconds: self.last_agent_ns.unwrap_or(0) as f64 / 1e9,
             agent_joules: idx.iter().map(|i| get(&self.agent_joules, *i)).collect(),
             pods: self
                 .pods

@@ -123,7 +123,7 @@ pub fn idle_intercept(points: &[(f64, f64)]) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -135,7 +135,8 @@ mod tests {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0)
     }
 
-    fn policy() -> impl Strategy<Value = IdlePolicy> {
+    /// Any idle policy (shared with the ledger's property tests).
+    pub(crate) fn policy() -> impl Strategy<Value = IdlePolicy> {
         prop_oneof![
             Just(IdlePolicy::Node),
             Just(IdlePolicy::Proportional),

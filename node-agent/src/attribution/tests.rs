@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use node_agent_common::CgroupCounters;
 use proptest::prelude::*;
 
-use super::*;
+use super::{split::tests::policy, *};
 use crate::{
     kernel::{CgroupSample, CpuTime},
     power::{SourceKind, ZoneSample},
@@ -41,7 +41,6 @@ fn counters(at_s: u64, cgroups: &[(u64, &str, u64, bool)], busy_ns: u64) -> Coun
         map_capacity: 16,
         pmu: PmuCounters::None,
         map_deletions: 0,
-        retired_unseen: CgroupCounters::default(),
     }
 }
 
@@ -282,14 +281,6 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             .prop_map(|(present, joules)| Step { present, joules }),
         2..40,
     )
-}
-
-fn policy() -> impl Strategy<Value = IdlePolicy> {
-    prop_oneof![
-        Just(IdlePolicy::Node),
-        Just(IdlePolicy::Proportional),
-        Just(IdlePolicy::Even)
-    ]
 }
 
 proptest! {

@@ -6,8 +6,24 @@ use std::fmt;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::{PodRow, Rows, counter_family, gauge_family};
+use super::{ContainerRow, PodRow, Rows, counter_family, gauge_family};
 use crate::attribution::AttributionSnapshot;
+
+fn container_labels<'a>(
+    c: &'a ContainerRow,
+    zone: &'a str,
+    node: &'a str,
+) -> [(&'static str, &'a str); 7] {
+    [
+        ("container_id", c.id.as_str()),
+        ("container_name", c.name.as_str()),
+        ("runtime", c.runtime),
+        ("state", state(c.row.running)),
+        ("zone", zone),
+        ("pod_id", c.pod_uid.as_str()),
+        ("node_name", node),
+    ]
+}
 
 fn pod_labels<'a>(p: &'a PodRow, zone: &'a str, node: &'a str) -> [(&'static str, &'a str); 6] {
     [
@@ -87,20 +103,10 @@ pub(super) fn encode(
         "kepler_container_cpu_joules",
         "Kepler-compatible: energy attributed to each container per zone.",
         r.containers.iter().flat_map(|c| {
-            r.zones.iter().enumerate().map(move |(i, z)| {
-                (
-                    [
-                        ("container_id", c.id.as_str()),
-                        ("container_name", c.name.as_str()),
-                        ("runtime", c.runtime),
-                        ("state", state(c.row.running)),
-                        ("zone", z.as_str()),
-                        ("pod_id", c.pod_uid.as_str()),
-                        ("node_name", node),
-                    ],
-                    c.row.joules[i],
-                )
-            })
+            r.zones
+                .iter()
+                .enumerate()
+                .map(move |(i, z)| (container_labels(c, z, node), c.row.joules[i]))
         }),
     )?;
     gauge_family(
@@ -108,22 +114,10 @@ pub(super) fn encode(
         "kepler_container_cpu_watts",
         "Kepler-compatible: power attributed to each container per zone.",
         r.containers.iter().flat_map(|c| {
-            r.zones.iter().enumerate().filter_map(move |(i, z)| {
-                c.row.watts[i].map(|w| {
-                    (
-                        [
-                            ("container_id", c.id.as_str()),
-                            ("container_name", c.name.as_str()),
-                            ("runtime", c.runtime),
-                            ("state", state(c.row.running)),
-                            ("zone", z.as_str()),
-                            ("pod_id", c.pod_uid.as_str()),
-                            ("node_name", node),
-                        ],
-                        w,
-                    )
-                })
-            })
+            r.zones
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, z)| c.row.watts[i].map(|w| (container_labels(c, z, node), w)))
         }),
     )?;
     let pod_labels = |p, z| pod_labels(p, z, node);

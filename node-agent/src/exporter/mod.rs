@@ -30,7 +30,7 @@ use crate::{
     attribution::{AttributionSnapshot, IdlePolicy},
     config::Compat,
     kernel::{CountersSnapshot, PmuCounters},
-    kubernetes::{MetaIndex, MetaView},
+    kubernetes::{MetaIndex, MetaView, PodMeta},
     power::PowerSnapshot,
     workload::Workload,
 };
@@ -96,7 +96,8 @@ struct Rows {
 
 impl Rows {
     fn new(a: &AttributionSnapshot, power: Option<&PowerSnapshot>, meta: &MetaIndex) -> Self {
-        let pod_of = |uid: &str| meta.pods.get(uid).cloned().unwrap_or_default();
+        let unknown = PodMeta::default();
+        let pod_of = |uid: &str| meta.pods.get(uid).unwrap_or(&unknown);
         let zones: Vec<String> = a.zones.iter().map(|z| escape_label_value(z)).collect();
         let mut containers = Vec::new();
         let mut cgroups = Vec::new();
@@ -143,13 +144,16 @@ impl Rows {
             pods: a
                 .pods
                 .iter()
-                .map(|p| PodRow {
-                    uid: escape_label_value(&p.uid),
-                    name: escape_label_value(&pod_of(&p.uid).name),
-                    namespace: escape_label_value(&pod_of(&p.uid).namespace),
-                    running: p.running,
-                    joules: p.joules.clone(),
-                    watts: p.watts.clone(),
+                .map(|p| {
+                    let known = pod_of(&p.uid);
+                    PodRow {
+                        uid: escape_label_value(&p.uid),
+                        name: escape_label_value(&known.name),
+                        namespace: escape_label_value(&known.namespace),
+                        running: p.running,
+                        joules: p.joules.clone(),
+                        watts: p.watts.clone(),
+                    }
                 })
                 .collect(),
             cgroups,
@@ -903,7 +907,6 @@ mod tests {
             map_capacity: 16,
             pmu: PmuCounters::None,
             map_deletions: 1,
-            retired_unseen: CgroupCounters::default(),
         }
     }
 

@@ -86,7 +86,6 @@ pub struct KernelCounters {
     cpu_seen: HashMap<u64, u64>,
     deletions: u64,
     /// Totals of expired removed cgroups whose path was never seen (never decreases).
-    retired_unseen: CgroupCounters,
     /// Idle time per CPU last exported, so that it never goes backwards.
     last_idle: Vec<u64>,
 }
@@ -165,7 +164,6 @@ impl KernelCounters {
             paths: HashMap::new(),
             cpu_seen: HashMap::new(),
             deletions: 0,
-            retired_unseen: CgroupCounters::default(),
             last_idle: Vec::new(),
         })
     }
@@ -256,9 +254,9 @@ impl KernelCounters {
         self.cpu_seen = cpu_now;
 
         // Forget removed cgroups after the retention (oldest first beyond the bound) without
-        // letting an exported counter go backwards: a total whose path lives on in a new cgroup
-        // (a restarted service) is carried into it; one whose path was never seen goes into the
-        // retired bucket that shares its series.
+        // letting a path's total go backwards: a total whose path lives on in a new cgroup (a
+        // restarted service) is carried into it. (Workload series never go backwards anyway: the
+        // attribution ledger keeps their totals.)
         let retention = self.options.gone_retention;
         let mut by_age: Vec<(Duration, u64)> = self
             .gone
@@ -278,17 +276,12 @@ impl KernelCounters {
                 continue;
             };
             let total = self.base.remove(&id).unwrap_or_default();
-            match path {
-                Some(p) => {
-                    if let Some(&heir) = alive_by_path.get(&p) {
-                        self.base.entry(heir).or_default().add(&total);
-                        self.carried.entry(heir).or_default().add(&total);
-                        if let Some(sample) = cgroups.get_mut(&heir) {
-                            sample.counters.add(&total);
-                        }
-                    }
+            if let Some(&heir) = path.and_then(|p| alive_by_path.get(&p)) {
+                self.base.entry(heir).or_default().add(&total);
+                self.carried.entry(heir).or_default().add(&total);
+                if let Some(sample) = cgroups.get_mut(&heir) {
+                    sample.counters.add(&total);
                 }
-                None => self.retired_unseen.add(&total),
             }
         }
         let gone = &self.gone;
@@ -337,7 +330,6 @@ impl KernelCounters {
             map_capacity: self.options.max_cgroups,
             pmu: self.pmu,
             map_deletions: self.deletions,
-            retired_unseen: self.retired_unseen,
         })
     }
 }

@@ -87,9 +87,6 @@ pub struct CountersSnapshot {
     pub pmu: PmuCounters,
     /// Entries of removed cgroups deleted from the map so far.
     pub map_deletions: u64,
-    /// Totals of removed cgroups whose path was never seen and whose retention has passed; kept
-    /// so that the series they were exported under never goes backwards.
-    pub retired_unseen: CgroupCounters,
 }
 
 impl CountersSnapshot {

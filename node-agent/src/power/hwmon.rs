@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{
     EnergyCounter, EnergySource, Opened, PowerIntegrator, ReadContext, SourceKind, SourceReading,
     Update, ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
-    zone_label,
+    zone_label, zone_list,
 };
 
 #[derive(Debug)]
@@ -51,10 +51,7 @@ fn parse_attr(name: &str) -> Option<(&str, u32, &str)> {
 
 pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
     let h = Hwmon::open(sysfs, ceiling_watts)?;
-    let zones: Vec<String> = sum_by_zone(h.sensors.iter().map(|s| (s.zone.as_str(), 0.0)))
-        .into_iter()
-        .map(|(z, _)| z)
-        .collect();
+    let zones = zone_list(h.sensors.iter().map(|s| s.zone.as_str()));
     let energy = h
         .sensors
         .iter()
@@ -68,7 +65,7 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
             energy,
             h.sensors.len() - energy,
             h.chips.join(", "),
-            zones.join(", ")
+            zones
         ),
         model_family: None,
         idle_watts: Vec::new(),

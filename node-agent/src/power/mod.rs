@@ -396,6 +396,12 @@ pub fn zone_label(s: &str) -> String {
         .collect()
 }
 
+/// The distinct zone names of a source's counters, sorted, for its description.
+pub fn zone_list<'a>(zones: impl IntoIterator<Item = &'a str>) -> String {
+    let set: std::collections::BTreeSet<&str> = zones.into_iter().collect();
+    set.into_iter().collect::<Vec<_>>().join(", ")
+}
+
 /// Reads a sysfs attribute as a trimmed string, with an error that names the file and the fix.
 pub fn read_attr(path: &Path) -> Result<String, String> {
     fs::read_to_string(path)
@@ -485,30 +491,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn meter_reports_power_between_readings_and_counts_drops() {
-        let reading = |j: f64, dropped: bool| SourceReading {
-            zones: vec![("package".into(), j)],
+    /// The package zone at `joules`; `dropped` or `unread` at this read.
+    fn reading(joules: f64, dropped: bool, unread: bool) -> SourceReading {
+        SourceReading {
+            zones: vec![("package".into(), joules)],
             dropped: if dropped {
                 vec![("package".into(), DropReason::Backwards)]
             } else {
                 vec![]
             },
-            errors: vec![],
-            unread: vec![],
-        };
-        let mut m = Meter::new(Opened {
+            errors: if unread { vec!["x".into()] } else { vec![] },
+            unread: if unread {
+                vec!["package".into()]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    fn meter(readings: Vec<SourceReading>) -> Meter {
+        Meter::new(Opened {
             kind: SourceKind::Powercap,
             estimated: false,
             description: String::new(),
             model_family: None,
             idle_watts: Vec::new(),
-            source: Box::new(Fake(vec![
-                reading(0.0, false),
-                reading(100.0, false),
-                reading(100.0, true),
-            ])),
-        });
+            source: Box::new(Fake(readings)),
+        })
+    }
+
+    #[test]
+    fn meter_reports_power_between_readings_and_counts_drops() {
+        let mut m = meter(vec![
+            reading(0.0, false, false),
+            reading(100.0, false, false),
+            reading(100.0, true, false),
+        ]);
         let (first, _) = m.read_with(&ctx(0));
         assert_eq!(first.zones[0].watts, None);
         let (second, _) = m.read_with(&ctx(2));
@@ -528,29 +546,12 @@ mod tests {
 
     #[test]
     fn an_unread_counter_makes_no_dip_and_no_spike() {
-        let reading = |j: f64, unread: bool| SourceReading {
-            zones: vec![("package".into(), j)],
-            dropped: vec![],
-            errors: if unread { vec!["x".into()] } else { vec![] },
-            unread: if unread {
-                vec!["package".into()]
-            } else {
-                vec![]
-            },
-        };
-        let mut m = Meter::new(Opened {
-            kind: SourceKind::Powercap,
-            estimated: false,
-            description: String::new(),
-            model_family: None,
-            idle_watts: Vec::new(),
-            source: Box::new(Fake(vec![
-                reading(0.0, false),
-                reading(50.0, false),
-                reading(50.0, true),
-                reading(150.0, false),
-            ])),
-        });
+        let mut m = meter(vec![
+            reading(0.0, false, false),
+            reading(50.0, false, false),
+            reading(50.0, false, true),
+            reading(150.0, false, false),
+        ]);
         m.read_with(&ctx(0));
         assert_eq!(m.read_with(&ctx(1)).0.zones[0].watts, Some(50.0));
         let (unread, errors) = m.read_with(&ctx(2));

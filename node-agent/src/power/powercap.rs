@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{
     EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update,
     ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone, zone_label,
+    zone_list,
 };
 
 const UJ: f64 = 1e-6;
@@ -129,15 +130,12 @@ impl Powercap {
     }
 
     pub fn describe(&self) -> String {
-        let zones: Vec<String> = sum_by_zone(self.counters.iter().map(|c| (c.zone.as_str(), 0.0)))
-            .into_iter()
-            .map(|(z, _)| z)
-            .collect();
+        let zones = zone_list(self.counters.iter().map(|c| c.zone.as_str()));
         let mut d = format!(
             "{} RAPL counter(s) on {} package(s), zones {}",
             self.counters.len(),
             self.sockets,
-            zones.join(", ")
+            zones
         );
         if self.mmio_dropped > 0 {
             d.push_str(&format!(

@@ -254,7 +254,6 @@ fn big_snapshot(containers: usize) -> node_agent::exporter::Published {
         map_capacity: 4096,
         pmu: PmuCounters::None,
         map_deletions: 0,
-        retired_unseen: CgroupCounters::default(),
     };
     node_agent::exporter::Published::new(
         counters,
