@@ -15,57 +15,51 @@ use log::{info, warn};
 use crate::{
     attribution::{Attributor, IdlePolicy},
     cgroup::CgroupTree,
-    config::KubeMode,
-    config::Options,
+    config::{KubeMode, Options},
     exporter::{self, Latest, Published},
-    kernel::{KernelCounters, probe},
+    kernel::{KernelCounters, KernelOptions},
     kubernetes::{self, Metadata},
-    power::{self, BusySample, Meter},
+    power::{self, BusySample, Meter, PowerOptions},
+    sys,
+    units::secs_from_ns,
 };
 
-/// Stops early, with the fix, when the process cannot load eBPF.
-pub fn require_privileges() -> Result<()> {
-    if probe::has_bpf_privileges() {
-        return Ok(());
-    }
-    bail!(
-        "wattlet needs root, or the capabilities CAP_BPF and CAP_PERFMON, to load its eBPF \
-         programs: run `sudo wattlet run` (from a checkout: `sudo -E cargo xtask run`), or \
-         grant them with `sudo setcap cap_bpf,cap_perfmon+ep $(command -v wattlet)`"
-    )
-}
-
 pub async fn run(opts: Options) -> Result<()> {
-    require_privileges()?;
-    let addr = opts.listen_addr()?;
-    let cgroup_root = opts.cgroup_root()?;
+    sys::require_bpf_privileges()?;
+    let cgroup_root = opts.agent.cgroup_root()?;
     info!("cgroup v2 hierarchy at {}", cgroup_root.display());
     let mut tree = CgroupTree::new(&cgroup_root);
-    let mut counters = KernelCounters::load(opts.kernel_options())?;
+    let mut counters = KernelCounters::load(KernelOptions {
+        gone_retention: opts.attribution.retention,
+        ..opts.kernel.clone()
+    })?;
     let (_, pmu_reason) = counters.pmu();
     info!("sched_switch accounting attached; PMU: {pmu_reason}");
 
-    let meter = open_power(&opts)?;
+    let meter = open_power(&opts.power)?;
 
     let metadata = start_kubernetes(&opts).await?;
 
     let latest = Arc::new(Latest::default());
-    let registry = exporter::registry(latest.clone(), &opts.node_name(), opts.metrics_compat);
-    let listener = exporter::bind(addr).await?;
+    let registry = exporter::registry(
+        latest.clone(),
+        &opts.agent.node_name(),
+        opts.exporter.metrics_compat,
+    );
+    let listener = exporter::bind(opts.exporter.listen_address).await?;
+    let interval = opts.agent.interval;
     info!(
-        "serving http://{}/metrics every {:?}",
-        listener.local_addr()?,
-        opts.interval
+        "serving http://{}/metrics every {interval:?}",
+        listener.local_addr()?
     );
 
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = {
         let latest = latest.clone();
         let stop = stop.clone();
-        let interval = opts.interval;
         let mut meter = meter;
-        let mut attributor = Attributor::new(opts.attribution_options());
-        let policy = opts.idle_policy;
+        let mut attributor = Attributor::new(opts.attribution.options(interval)?);
+        let policy = opts.attribution.idle_policy;
         thread::Builder::new()
             .name("measure".into())
             .spawn(move || {
@@ -101,8 +95,8 @@ pub async fn run(opts: Options) -> Result<()> {
 }
 
 /// Probes the power sources, logs what each offers, and opens the chosen one (or says why none).
-pub fn open_power(opts: &Options) -> Result<Meter> {
-    let selection = power::select(&opts.power_options());
+pub fn open_power(opts: &PowerOptions) -> Result<Meter> {
+    let selection = power::select(opts);
     for p in &selection.probes {
         match &p.outcome {
             Ok(found) => info!("power source {}: {found}", p.kind),
@@ -143,24 +137,25 @@ struct Sources<'a> {
 
 /// Starts the pod-metadata watcher when a Kubernetes configuration is found (or required).
 async fn start_kubernetes(opts: &Options) -> Result<Option<Arc<Metadata>>> {
-    if opts.kubernetes == KubeMode::Off {
+    let mode = opts.kubernetes.mode;
+    if mode == KubeMode::Off {
         return Ok(None);
     }
     let client = tokio::time::timeout(Duration::from_secs(10), kube::Client::try_default()).await;
     match client {
         Ok(Ok(client)) => {
-            let node = opts.node_name();
+            let node = opts.agent.node_name();
             let metadata = Arc::new(Metadata::default());
             info!("watching this node's pods ({node}) for container and pod names");
             tokio::spawn(kubernetes::watch(
                 client,
                 node,
                 metadata.clone(),
-                opts.gone_retention,
+                opts.attribution.retention,
             ));
             Ok(Some(metadata))
         }
-        Ok(Err(e)) if opts.kubernetes == KubeMode::Auto => {
+        Ok(Err(e)) if mode == KubeMode::Auto => {
             info!(
                 "no Kubernetes API ({e}): containers are named by id and runtime, cgroups by path"
             );
@@ -172,18 +167,6 @@ async fn start_kubernetes(opts: &Options) -> Result<Option<Arc<Metadata>>> {
         ),
         Err(_) => bail!("connecting to the Kubernetes API timed out after 10s"),
     }
-}
-
-/// CPU time this process has used (user + system), in nanoseconds.
-pub fn own_cpu_ns() -> u64 {
-    // SAFETY: rusage is plain data; getrusage fills it.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: u is a valid rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
-        return 0;
-    }
-    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-    ns(u.ru_utime) + ns(u.ru_stime)
 }
 
 /// Reads the kernel counters and the power source at each tick, attributes, and publishes the
@@ -211,7 +194,7 @@ fn measure_loop(
         let read = counters.read(tree);
         let busy = read.as_ref().ok().map(|s| BusySample {
             at: s.cpus_at,
-            seconds: s.busy_ns() as f64 / 1e9,
+            seconds: secs_from_ns(s.busy_ns()),
         });
         let (power, failures) = meter.read(busy);
         for f in failures {
@@ -230,7 +213,7 @@ fn measure_loop(
                     &snapshot,
                     Some(&power),
                     &meter.opened().idle_watts,
-                    own_cpu_ns(),
+                    sys::own_cpu_ns(),
                 );
                 latest.publish(Published::new(
                     snapshot,

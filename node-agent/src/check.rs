@@ -5,7 +5,8 @@ use std::{fmt::Write as _, path::Path};
 use crate::{
     config::Options,
     kernel::{KernelCounters, KernelOptions, PmuMode, probe},
-    power::{self, SourceKind},
+    power::{self, Selection, SourceError, SourceKind},
+    sys,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +31,7 @@ pub struct PowerLine {
     pub kind: SourceKind,
     pub chosen: bool,
     /// What it found, or why it cannot be used.
-    pub outcome: Result<String, String>,
+    pub outcome: Result<String, SourceError>,
 }
 
 #[derive(Debug)]
@@ -61,9 +62,9 @@ impl Report {
         out.push_str("\nPower sources, in the order considered:\n");
         for p in &self.power {
             let (mark, text) = match (&p.outcome, p.chosen) {
-                (Ok(found), true) => ("use ", found.as_str()),
-                (Ok(found), false) => ("ok  ", found.as_str()),
-                (Err(why), _) => ("no  ", why.as_str()),
+                (Ok(found), true) => ("use ", found.clone()),
+                (Ok(found), false) => ("ok  ", found.clone()),
+                (Err(why), _) => ("no  ", why.to_string()),
             };
             let _ = writeln!(out, "  [{mark}] {:<9} {text}", p.kind.as_str());
         }
@@ -81,161 +82,31 @@ impl Report {
     }
 }
 
-pub fn run_checks(opts: &Options) -> Report {
-    let mut items = Vec::new();
-    let mut will_use = Vec::new();
+/// What one check found, and what the agent will use because of it.
+type Finding = (Item, Option<String>);
 
-    let (status, detail) = match probe::supported_kernel() {
-        Ok(release) => (Status::Ok, release),
-        Err(why) => (Status::Fail, why),
-    };
-    items.push(Item {
-        what: "kernel",
+fn item(what: &'static str, status: Status, detail: impl Into<String>) -> Item {
+    Item {
+        what,
         status,
-        detail,
-    });
-
-    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
-    items.push(Item {
-        what: "BTF",
-        status: if btf { Status::Ok } else { Status::Fail },
-        detail: if btf {
-            "/sys/kernel/btf/vmlinux present".into()
-        } else {
-            "/sys/kernel/btf/vmlinux missing: use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
-                .into()
-        },
-    });
-
-    match opts.cgroup_root() {
-        Ok(m) => {
-            let hybrid = m != Path::new("/sys/fs/cgroup");
-            items.push(Item {
-                what: "cgroup v2",
-                status: Status::Ok,
-                detail: format!(
-                    "mounted at {}{}",
-                    m.display(),
-                    if hybrid {
-                        " (hybrid or non-standard layout)"
-                    } else {
-                        ""
-                    }
-                ),
-            });
-        }
-        Err(e) => items.push(Item {
-            what: "cgroup v2",
-            status: Status::Fail,
-            detail: format!("{e:#}"),
-        }),
+        detail: detail.into(),
     }
+}
 
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let privileged = probe::has_bpf_privileges();
-    items.push(Item {
-        what: "privileges",
-        status: if privileged { Status::Ok } else { Status::Fail },
-        detail: match (root, privileged) {
-            (true, _) => "running as root".into(),
-            (false, true) => "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) held".into(),
-            (false, false) => "not root and missing CAP_BPF/CAP_PERFMON: run with sudo, or \
-                               `setcap cap_bpf,cap_perfmon+ep wattlet`"
-                .into(),
-        },
-    });
-
-    if btf && privileged {
-        match KernelCounters::load(KernelOptions {
-            max_cgroups: 16,
-            pmu: PmuMode::Off,
-            ..KernelOptions::default()
-        }) {
-            Ok(_) => {
-                items.push(Item {
-                    what: "eBPF",
-                    status: Status::Ok,
-                    detail: "tp_btf/sched_switch program loads and attaches".into(),
-                });
-                will_use.push(
-                    "per-cgroup CPU time and context switches from the eBPF sched_switch program"
-                        .into(),
-                );
-            }
-            Err(e) => items.push(Item {
-                what: "eBPF",
-                status: Status::Fail,
-                detail: format!("{e:#}"),
-            }),
-        }
-    } else {
-        items.push(Item {
-            what: "eBPF",
-            status: Status::Fail,
-            detail: "not tried: needs BTF and privileges (see above)".into(),
-        });
-    }
-
-    match (opts.pmu, probe::hardware_pmu()) {
-        (PmuMode::Off, _) => items.push(Item {
-            what: "PMU",
-            status: Status::Degraded,
-            detail: "turned off with --pmu off".into(),
-        }),
-        (_, Ok(())) => {
-            items.push(Item {
-                what: "PMU",
-                status: Status::Ok,
-                detail: "hardware cycles and instructions available".into(),
-            });
-            will_use.push("cycles and instructions per cgroup from the PMU".into());
-        }
-        (_, Err(why)) => {
-            items.push(Item {
-                what: "PMU",
-                status: Status::Degraded,
-                detail: why,
-            });
-            will_use.push("no PMU counters: CPU time alone".into());
-        }
-    }
-
-    let selection = power::select(&opts.power_options());
-    match &selection.chosen {
-        Some(o) if o.estimated => {
-            items.push(Item {
-                what: "power",
-                status: Status::Degraded,
-                detail: format!(
-                    "power is modelled, not measured: no usable sensor (source {}); series carry \
-                     estimated=\"true\"",
-                    o.kind
-                ),
-            });
-            will_use.push(format!(
-                "modelled node power (estimated, source {}, coefficients {})",
-                o.kind,
-                o.model_family.as_deref().unwrap_or("?")
-            ));
-        }
-        Some(o) => {
-            items.push(Item {
-                what: "power",
-                status: Status::Ok,
-                detail: format!("measured by {}", o.kind),
-            });
-            will_use.push(format!("measured node energy from {}", o.kind));
-        }
-        None => items.push(Item {
-            what: "power",
-            status: Status::Fail,
-            detail: format!(
-                "{}: see the power sources below; --power-source model estimates power on any node",
-                selection.why
-            ),
-        }),
-    }
+pub fn run_checks(opts: &Options) -> Report {
+    let btf = Path::new(BTF).exists();
+    let privileged = sys::has_bpf_privileges();
+    let selection = power::select(&opts.power);
+    let findings = [
+        (kernel_check(), None),
+        (btf_check(btf), None),
+        (cgroup_check(opts), None),
+        (privileges_check(privileged), None),
+        ebpf_check(btf && privileged),
+        pmu_check(opts.kernel.pmu),
+        power_check(&selection),
+    ];
+    let (items, will_use): (Vec<Item>, Vec<Option<String>>) = findings.into_iter().unzip();
     let chosen = selection.chosen.as_ref().map(|o| o.kind);
     let power = selection
         .probes
@@ -246,11 +117,146 @@ pub fn run_checks(opts: &Options) -> Report {
             outcome: p.outcome,
         })
         .collect();
-
     Report {
         items,
         power,
         power_why: selection.why,
-        will_use,
+        will_use: will_use.into_iter().flatten().collect(),
+    }
+}
+
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+
+fn kernel_check() -> Item {
+    match probe::supported_kernel() {
+        Ok(release) => item("kernel", Status::Ok, release),
+        Err(why) => item("kernel", Status::Fail, why),
+    }
+}
+
+fn btf_check(btf: bool) -> Item {
+    if btf {
+        item("BTF", Status::Ok, format!("{BTF} present"))
+    } else {
+        item(
+            "BTF",
+            Status::Fail,
+            format!("{BTF} missing: use a kernel built with CONFIG_DEBUG_INFO_BTF=y"),
+        )
+    }
+}
+
+fn cgroup_check(opts: &Options) -> Item {
+    match opts.agent.cgroup_root() {
+        Ok(m) => {
+            let hybrid = m != Path::new("/sys/fs/cgroup");
+            let layout = if hybrid {
+                " (hybrid or non-standard layout)"
+            } else {
+                ""
+            };
+            item(
+                "cgroup v2",
+                Status::Ok,
+                format!("mounted at {}{layout}", m.display()),
+            )
+        }
+        Err(e) => item("cgroup v2", Status::Fail, format!("{e:#}")),
+    }
+}
+
+fn privileges_check(privileged: bool) -> Item {
+    match (sys::is_root(), privileged) {
+        (true, _) => item("privileges", Status::Ok, "running as root"),
+        (false, true) => item(
+            "privileges",
+            Status::Ok,
+            "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) held",
+        ),
+        (false, false) => item("privileges", Status::Fail, sys::NEEDS_PRIVILEGES),
+    }
+}
+
+/// Loads and attaches the program once, if it can be tried.
+fn ebpf_check(can_try: bool) -> Finding {
+    if !can_try {
+        let why = "not tried: needs BTF and privileges (see above)";
+        return (item("eBPF", Status::Fail, why), None);
+    }
+    match KernelCounters::load(KernelOptions {
+        max_cgroups: 16,
+        pmu: PmuMode::Off,
+        ..KernelOptions::default()
+    }) {
+        Ok(_) => (
+            item(
+                "eBPF",
+                Status::Ok,
+                "tp_btf/sched_switch program loads and attaches",
+            ),
+            Some(
+                "per-cgroup CPU time and context switches from the eBPF sched_switch program"
+                    .into(),
+            ),
+        ),
+        Err(e) => (item("eBPF", Status::Fail, format!("{e:#}")), None),
+    }
+}
+
+fn pmu_check(mode: PmuMode) -> Finding {
+    match (mode, probe::hardware_pmu()) {
+        (PmuMode::Off, _) => (
+            item("PMU", Status::Degraded, "turned off with --pmu off"),
+            None,
+        ),
+        (_, Ok(())) => (
+            item(
+                "PMU",
+                Status::Ok,
+                "hardware cycles and instructions available",
+            ),
+            Some("cycles and instructions per cgroup from the PMU".into()),
+        ),
+        (_, Err(why)) => (
+            item("PMU", Status::Degraded, why),
+            Some("no PMU counters: CPU time alone".into()),
+        ),
+    }
+}
+
+fn power_check(selection: &Selection) -> Finding {
+    match &selection.chosen {
+        Some(o) if o.estimated => (
+            item(
+                "power",
+                Status::Degraded,
+                format!(
+                    "power is modelled, not measured: no usable sensor (source {}); series carry \
+                     estimated=\"true\"",
+                    o.kind
+                ),
+            ),
+            Some(format!(
+                "modelled node power (estimated, source {}, coefficients {})",
+                o.kind,
+                o.model_family.as_deref().unwrap_or("?")
+            )),
+        ),
+        Some(o) => (
+            item("power", Status::Ok, format!("measured by {}", o.kind)),
+            Some(format!("measured node energy from {}", o.kind)),
+        ),
+        None => (
+            item(
+                "power",
+                Status::Fail,
+                format!(
+                    "{}: see the power sources below; --power-source model estimates power on \
+                     any node",
+                    selection.why
+                ),
+            ),
+            None,
+        ),
     }
 }

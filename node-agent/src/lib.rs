@@ -1,6 +1,10 @@
 //! Wattlet's node agent. Data flows one way:
 //! kernel counters ([`kernel`]), the cgroup hierarchy ([`cgroup`]) and node energy ([`power`]) →
 //! an immutable snapshot → exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
+//!
+//! Beneath every layer: host syscalls in [`sys`] (bpf map ops, perf_event_open, clocks, uname,
+//! capabilities) and units in [`units`]. Each layer declares its own flags; [`config`] flattens
+//! them into the command line, with what they share in [`flags`].
 
 pub mod agent;
 pub mod attribution;
@@ -8,7 +12,10 @@ pub mod cgroup;
 pub mod check;
 pub mod config;
 pub mod exporter;
+pub mod flags;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;
+pub mod sys;
+pub mod units;
 pub mod workload;

@@ -135,8 +135,7 @@ fn modelled_power_rises_with_load() -> Result<()> {
     };
     let cpu = model::parse_cpuinfo(&fs::read_to_string("/proc/cpuinfo")?);
     let mem = model::mem_total_kib(&fs::read_to_string("/proc/meminfo")?).context("meminfo")?;
-    let c = model::coefficients(&cpu, mem, &model::ModelOverrides::default())
-        .map_err(anyhow::Error::msg)?;
+    let c = model::coefficients(&cpu, mem, &model::ModelOverrides::default())?;
     assert_eq!(c.family, family);
     let n = c.vcpus as f64;
 

@@ -2,6 +2,7 @@
 //! kernel counted. The math is in [`split`] (pure); [`Attributor`] keeps the running totals per
 //! workload and hands an immutable [`AttributionSnapshot`] to the exporter.
 
+mod options;
 pub mod split;
 
 use std::{
@@ -12,6 +13,7 @@ use std::{
 
 use node_agent_common::CgroupCounters;
 
+pub use options::{AttributionArgs, IDLE_WINDOW_INTERVALS, IdleWindowOutOfRange};
 pub use split::{IdlePolicy, Split, idle_intercept, increase, split};
 
 use crate::{

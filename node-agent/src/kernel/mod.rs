@@ -1,9 +1,9 @@
 //! Kernel counters: loads the sched_switch accounting program, attaches it, and reads its per-CPU
 //! maps into immutable snapshots.
 
+mod options;
 pub mod probe;
 pub mod snapshot;
-pub mod sys;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -22,47 +22,17 @@ use aya::{
 };
 use node_agent_common::{CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS, names};
 
+pub use options::{KernelOptions, PmuMode};
 pub use snapshot::{CgroupSample, CountersSnapshot, CpuTime, PmuCounters};
 
-use crate::cgroup::{CgroupTree, Lookup};
+use crate::{
+    cgroup::{CgroupTree, Lookup},
+    sys,
+};
 
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP=1).
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/node-agent"));
-
-/// Which PMU counters to open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PmuMode {
-    /// Hardware cycles and instructions where the CPU has a PMU; CPU time alone otherwise.
-    Auto,
-    /// Never open PMU counters.
-    Off,
-    /// A software clock event as a stand-in for cycles: for testing the counter path on machines
-    /// without a PMU. Not a measurement of cycles.
-    SoftwareStandIn,
-}
-
-#[derive(Clone, Debug)]
-pub struct KernelOptions {
-    /// Capacity of the per-CPU cgroup map; cgroups beyond it are counted in the overflow slot.
-    pub max_cgroups: u32,
-    pub pmu: PmuMode,
-    /// How long a removed cgroup's final totals stay in snapshots.
-    pub gone_retention: Duration,
-    /// At most this many removed cgroups are remembered (oldest dropped first).
-    pub max_gone: usize,
-}
-
-impl Default for KernelOptions {
-    fn default() -> Self {
-        Self {
-            max_cgroups: node_agent_common::DEFAULT_MAX_CGROUPS,
-            pmu: PmuMode::Auto,
-            gone_retention: Duration::from_secs(600),
-            max_gone: 10_000,
-        }
-    }
-}
 
 /// The loaded and attached accounting program, and what the agent has read from it.
 pub struct KernelCounters {
@@ -362,11 +332,7 @@ fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
             .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)))
     }) || format!("{e:#}").contains("Operation not permitted");
     if denied {
-        e.context(
-            "permission denied: loading eBPF needs root or the capabilities CAP_BPF and \
-             CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8); run as root (`sudo wattlet run`) \
-             or grant them (`setcap cap_bpf,cap_perfmon+ep wattlet`)",
-        )
+        e.context(format!("permission denied: {}", sys::NEEDS_PRIVILEGES))
     } else {
         e
     }

@@ -4,6 +4,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use node_agent_common::{CgroupCounters, CpuCounters};
 
+/// Where the kernel layer reads the clock; defined in [`crate::sys`].
+pub use crate::sys::monotonic_now;
+
 /// Sums one cgroup's per-CPU values.
 pub fn sum_cgroup(per_cpu: &[CgroupCounters]) -> CgroupCounters {
     let mut total = CgroupCounters::default();
@@ -96,17 +99,6 @@ impl CountersSnapshot {
     pub fn idle_ns(&self) -> u64 {
         self.cpus.iter().map(|c| c.idle_ns).sum()
     }
-}
-
-/// Monotonic clock in the same time base as `bpf_ktime_get_ns()`.
-pub fn monotonic_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[cfg(test)]

@@ -3,13 +3,47 @@
 //! amd_energy's per-socket and per-core counters become the `package` and `core` zones; an ACPI
 //! power meter is the `platform` zone; other sensors are named by their label.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
 
 use super::{
-    EnergyCounter, EnergySource, Opened, PowerIntegrator, ReadContext, SourceKind, SourceReading,
-    Update, ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone,
-    zone_label, zone_list,
+    EnergyCounter, EnergySource, Opened, PowerIntegrator, ReadContext, ReadError, SourceKind,
+    SourceReading, Update,
+    error::joined,
+    sysfs::{list_dir, read_attr, read_u64},
+    zone,
 };
+use crate::units::{JOULES_PER_MICROJOULE, WATTS_PER_MICROWATT};
+
+/// Why hwmon cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HwmonError {
+    #[error("{} does not exist: no hwmon drivers loaded", .dir.display())]
+    NoHwmon { dir: PathBuf },
+    #[error(transparent)]
+    List(ReadError),
+    #[error(
+        "no energy or power sensors among {chips} hwmon chip(s) under {}{}",
+        .dir.display(),
+        problems_suffix(.problems)
+    )]
+    NoSensors {
+        chips: usize,
+        dir: PathBuf,
+        /// Sensors found but unreadable.
+        problems: Vec<ReadError>,
+    },
+}
+
+fn problems_suffix(problems: &[ReadError]) -> String {
+    if problems.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", joined(problems))
+    }
+}
 
 #[derive(Debug)]
 enum Meter {
@@ -33,11 +67,11 @@ pub struct Hwmon {
 /// The zone of one sensor: from the chip's name and the sensor's label.
 pub fn zone_for(chip: &str, label: Option<&str>, kind: &str, index: u32) -> String {
     match (chip, label) {
-        ("amd_energy", Some(l)) if l.starts_with("Esocket") => "package".into(),
-        ("amd_energy", Some(l)) if l.starts_with("Ecore") => "core".into(),
-        ("power_meter", _) => "platform".into(),
-        (_, Some(l)) if !l.is_empty() => zone_label(l),
-        _ => zone_label(&format!("{chip}_{kind}{index}")),
+        ("amd_energy", Some(l)) if l.starts_with("Esocket") => zone::PACKAGE.into(),
+        ("amd_energy", Some(l)) if l.starts_with("Ecore") => zone::CORE.into(),
+        ("power_meter", _) => zone::PLATFORM.into(),
+        (_, Some(l)) if !l.is_empty() => zone::label(l),
+        _ => zone::label(&format!("{chip}_{kind}{index}")),
     }
 }
 
@@ -49,39 +83,34 @@ fn parse_attr(name: &str) -> Option<(&str, u32, &str)> {
     Some((kind, index.parse().ok()?, item))
 }
 
-pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
+pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, HwmonError> {
     let h = Hwmon::open(sysfs, ceiling_watts)?;
-    let zones = zone_list(h.sensors.iter().map(|s| s.zone.as_str()));
+    let zones = zone::list(h.sensors.iter().map(|s| s.zone.as_str()));
     let energy = h
         .sensors
         .iter()
         .filter(|s| matches!(s.meter, Meter::Energy(_)))
         .count();
-    Ok(Opened {
-        kind: SourceKind::Hwmon,
-        estimated: false,
-        description: format!(
-            "{} energy counter(s) and {} power sensor(s) on {}, zones {}",
-            energy,
-            h.sensors.len() - energy,
-            h.chips.join(", "),
-            zones
-        ),
-        model_family: None,
-        idle_watts: Vec::new(),
-        source: Box::new(h),
-    })
+    let description = format!(
+        "{} energy counter(s) and {} power sensor(s) on {}, zones {}",
+        energy,
+        h.sensors.len() - energy,
+        h.chips.join(", "),
+        zones
+    );
+    Ok(Opened::measured(
+        SourceKind::Hwmon,
+        description,
+        Box::new(h),
+    ))
 }
 
 impl Hwmon {
-    pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Self, String> {
+    pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Self, HwmonError> {
         let dir = sysfs.join("class/hwmon");
-        let chips = list_dir(&dir).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!("{} does not exist: no hwmon drivers loaded", dir.display())
-            } else {
-                describe_read_error(&dir, &e)
-            }
+        let chips = list_dir(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => HwmonError::NoHwmon { dir: dir.clone() },
+            _ => HwmonError::List(ReadError::new(&dir, e)),
         })?;
         let mut sensors = Vec::new();
         let mut used_chips = Vec::new();
@@ -103,14 +132,11 @@ impl Hwmon {
             }
         }
         if sensors.is_empty() {
-            let mut why = format!(
-                "no energy or power sensors among {chip_count} hwmon chip(s) under {}",
-                dir.display()
-            );
-            if !problems.is_empty() {
-                why.push_str(&format!(": {}", problems.join("; ")));
-            }
-            return Err(why);
+            return Err(HwmonError::NoSensors {
+                chips: chip_count,
+                dir,
+                problems,
+            });
         }
         Ok(Self {
             sensors,
@@ -121,7 +147,7 @@ impl Hwmon {
 }
 
 /// A chip's energy counters if it has any, else its power sensors (`_input` over `_average`).
-fn chip_sensors(dir: &Path, chip: &str, problems: &mut Vec<String>) -> Vec<Sensor> {
+fn chip_sensors(dir: &Path, chip: &str, problems: &mut Vec<ReadError>) -> Vec<Sensor> {
     let Ok(names) = list_dir(dir) else {
         return Vec::new();
     };
@@ -153,8 +179,8 @@ fn chip_sensors(dir: &Path, chip: &str, problems: &mut Vec<String>) -> Vec<Senso
             check(
                 dir.join(format!("energy{i}_input")),
                 zone_for(chip, label("energy", i).as_deref(), "energy", i),
-                // µJ; hwmon energy counters are 64-bit accumulators in the driver.
-                Meter::Energy(EnergyCounter::new(1e-6, None)),
+                // hwmon energy counters are 64-bit accumulators in the driver.
+                Meter::Energy(EnergyCounter::new(JOULES_PER_MICROJOULE, None)),
             );
         }
     } else {
@@ -176,21 +202,21 @@ impl EnergySource for Hwmon {
             let raw = match read_u64(&s.path) {
                 Ok(raw) => raw,
                 Err(e) => {
-                    out.errors.push(e);
+                    out.errors.push(e.into());
                     out.unread.push(s.zone.clone());
                     continue;
                 }
             };
-            let ceiling = ceiling_for(&s.zone, self.ceiling_watts);
+            let ceiling = zone::ceiling(&s.zone, self.ceiling_watts);
             let update = match &mut s.meter {
                 Meter::Energy(c) => c.update(raw, ctx.at, ceiling),
-                Meter::Power(p) => p.update(raw as f64 * 1e-6, ctx.at, ceiling),
+                Meter::Power(p) => p.update(raw as f64 * WATTS_PER_MICROWATT, ctx.at, ceiling),
             };
             if let Update::Dropped(reason) = update {
                 out.dropped.push((s.zone.clone(), reason));
             }
         }
-        out.zones = sum_by_zone(self.sensors.iter().map(|s| {
+        out.zones = zone::sum(self.sensors.iter().map(|s| {
             let j = match &s.meter {
                 Meter::Energy(c) => c.joules(),
                 Meter::Power(p) => p.joules(),
@@ -268,6 +294,7 @@ mod tests {
             Hwmon::open(t.root(), 1000.0)
                 .err()
                 .unwrap()
+                .to_string()
                 .contains("class/hwmon does not exist")
         );
         t.file("class/hwmon/hwmon0/name", "k10temp")
@@ -276,11 +303,12 @@ mod tests {
             Hwmon::open(t.root(), 1000.0)
                 .err()
                 .unwrap()
+                .to_string()
                 .contains("no energy or power sensors among 1 hwmon chip(s)")
         );
         t.file("class/hwmon/hwmon1/name", "x")
             .file("class/hwmon/hwmon1/energy1_input", "n/a");
-        let e = Hwmon::open(t.root(), 1000.0).err().unwrap();
+        let e = Hwmon::open(t.root(), 1000.0).err().unwrap().to_string();
         assert!(e.contains("\"n/a\" is not a non-negative integer"), "{e}");
     }
 

@@ -13,9 +13,38 @@
 //! every one can be overridden. Zones are named as RAPL names them (`package`, `dram`) so that
 //! dashboards work across sources, and are labelled as estimated wherever they are exported.
 
-use std::{fs, path::Path};
+use std::path::{Path, PathBuf};
 
-use super::{BusySample, EnergySource, Opened, ReadContext, SourceKind, SourceReading};
+use clap::{ValueEnum, builder::PossibleValue};
+
+use super::{
+    BusySample, EnergySource, Opened, ReadContext, ReadError, SourceKind, SourceReading,
+    sysfs::read_text, zone,
+};
+use crate::{
+    flags::non_negative,
+    units::{BYTES_PER_GB, BYTES_PER_KIB},
+};
+
+/// Why the model cannot be used, or has nothing to integrate at one read.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{}: no MemTotal line", .path.display())]
+    NoMemTotal { path: PathBuf },
+    #[error("cpuinfo lists no processors")]
+    NoProcessors,
+    #[error("--power.model.{flag} {value} must be a non-negative number")]
+    Negative { flag: &'static str, value: f64 },
+    #[error(
+        "the model's max power per vCPU ({max} W) is below its idle power ({idle} W): check the \
+         --power.model.* overrides"
+    )]
+    MaxBelowIdle { max: f64, idle: f64 },
+    #[error("the model has no CPU busy time: the kernel counters were not read")]
+    NoBusyTime,
+}
 
 /// Watts per vCPU at idle and at full load, for one CPU microarchitecture.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -25,7 +54,8 @@ pub struct Family {
     pub max_watts: f64,
 }
 
-/// Cloud Carbon Footprint's per-vCPU coefficients (from SPECpower results).
+/// Cloud Carbon Footprint's per-vCPU coefficients (from SPECpower results), and their average:
+/// the choices of `--power.model.family`.
 pub const FAMILIES: &[Family] = &[
     Family {
         name: "sandy_bridge",
@@ -62,6 +92,7 @@ pub const FAMILIES: &[Family] = &[
         idle_watts: 0.47,
         max_watts: 1.69,
     },
+    AVERAGE,
 ];
 
 /// The average over all of CCF's AWS microarchitectures: the fallback.
@@ -74,13 +105,59 @@ pub const AVERAGE: Family = Family {
 /// Memory, watts per GB (10⁹ bytes) of installed memory.
 pub const MEMORY_WATTS_PER_GB: f64 = 0.392;
 
+impl ValueEnum for Family {
+    fn value_variants<'a>() -> &'a [Self] {
+        FAMILIES
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name))
+    }
+}
+
 /// Overrides from the command line; `None` keeps the table's figure.
-#[derive(Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct ModelOverrides {
-    pub family: Option<String>,
+    /// Power model: the CPU family whose coefficients to use instead of the one detected.
+    #[arg(long = "power.model.family", value_enum, global = true)]
+    pub family: Option<Family>,
+
+    /// Power model: watts per vCPU when idle (default: from the CPU family).
+    #[arg(long = "power.model.idle-watts-per-vcpu", value_name = "WATTS",
+          value_parser = non_negative, allow_negative_numbers = true, global = true)]
     pub idle_watts_per_vcpu: Option<f64>,
+
+    /// Power model: watts per vCPU at full load (default: from the CPU family).
+    #[arg(long = "power.model.max-watts-per-vcpu", value_name = "WATTS",
+          value_parser = non_negative, allow_negative_numbers = true, global = true)]
     pub max_watts_per_vcpu: Option<f64>,
+
+    /// Power model: watts per GB of installed memory (default 0.392).
+    #[arg(long = "power.model.memory-watts-per-gb", value_name = "WATTS",
+          value_parser = non_negative, allow_negative_numbers = true, global = true)]
     pub memory_watts_per_gb: Option<f64>,
+}
+
+impl ModelOverrides {
+    /// What the flags say together, before any CPU is identified: max power below idle power,
+    /// given both or one and the family.
+    pub fn check(&self) -> Result<(), ModelError> {
+        let idle = self
+            .idle_watts_per_vcpu
+            .or(self.family.map(|f| f.idle_watts));
+        let max = self.max_watts_per_vcpu.or(self.family.map(|f| f.max_watts));
+        match (idle, max) {
+            (Some(idle), Some(max)) => check_range(idle, max),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_range(idle: f64, max: f64) -> Result<(), ModelError> {
+    if max < idle {
+        return Err(ModelError::MaxBelowIdle { max, idle });
+    }
+    Ok(())
 }
 
 /// What the model needs from /proc/cpuinfo.
@@ -186,9 +263,9 @@ pub fn coefficients(
     cpu: &CpuInfo,
     mem_total_kib: u64,
     o: &ModelOverrides,
-) -> Result<Coefficients, String> {
+) -> Result<Coefficients, ModelError> {
     if cpu.processors == 0 {
-        return Err("cpuinfo lists no processors".into());
+        return Err(ModelError::NoProcessors);
     }
     let what = if cpu.model_name.is_empty() {
         cpu.vendor.clone()
@@ -202,24 +279,10 @@ pub fn coefficients(
         opt(cpu.stepping)
     );
     let (family, identified) = match &o.family {
-        Some(name) => {
-            let f = FAMILIES
-                .iter()
-                .chain([&AVERAGE])
-                .find(|f| f.name == name)
-                .ok_or_else(|| {
-                    let names: Vec<&str> =
-                        FAMILIES.iter().chain([&AVERAGE]).map(|f| f.name).collect();
-                    format!(
-                        "--power.model.family {name:?} is not one of {}",
-                        names.join(", ")
-                    )
-                })?;
-            (
-                f,
-                format!("{id}, family set to {} by --power.model.family", f.name),
-            )
-        }
+        Some(f) => (
+            f,
+            format!("{id}, family set to {} by --power.model.family", f.name),
+        ),
         None => match identify(cpu) {
             Some(f) => (f, format!("{id} is {}", f.name)),
             None => (
@@ -234,27 +297,19 @@ pub fn coefficients(
         max_watts_per_vcpu: o.max_watts_per_vcpu.unwrap_or(family.max_watts),
         memory_watts_per_gb: o.memory_watts_per_gb.unwrap_or(MEMORY_WATTS_PER_GB),
         vcpus: cpu.processors,
-        memory_gb: mem_total_kib as f64 * 1024.0 / 1e9,
+        memory_gb: mem_total_kib as f64 * BYTES_PER_KIB / BYTES_PER_GB,
         identified,
     };
-    for (name, v) in [
+    for (flag, value) in [
         ("idle-watts-per-vcpu", c.idle_watts_per_vcpu),
         ("max-watts-per-vcpu", c.max_watts_per_vcpu),
         ("memory-watts-per-gb", c.memory_watts_per_gb),
     ] {
-        if !v.is_finite() || v < 0.0 {
-            return Err(format!(
-                "--power.model.{name} {v} must be a non-negative number"
-            ));
+        if !value.is_finite() || value < 0.0 {
+            return Err(ModelError::Negative { flag, value });
         }
     }
-    if c.max_watts_per_vcpu < c.idle_watts_per_vcpu {
-        return Err(format!(
-            "the model's max power per vCPU ({} W) is below its idle power ({} W): check the \
-             --power.model.* overrides",
-            c.max_watts_per_vcpu, c.idle_watts_per_vcpu
-        ));
-    }
+    check_range(c.idle_watts_per_vcpu, c.max_watts_per_vcpu)?;
     Ok(c)
 }
 
@@ -293,14 +348,11 @@ impl Model {
     }
 }
 
-pub fn open(procfs: &Path, o: &ModelOverrides) -> Result<Opened, String> {
-    let read = |name: &str| {
-        let p = procfs.join(name);
-        fs::read_to_string(&p).map_err(|e| super::describe_read_error(&p, &e))
-    };
-    let cpu = parse_cpuinfo(&read("cpuinfo")?);
-    let mem = mem_total_kib(&read("meminfo")?)
-        .ok_or_else(|| format!("{}: no MemTotal line", procfs.join("meminfo").display()))?;
+pub fn open(procfs: &Path, o: &ModelOverrides) -> Result<Opened, ModelError> {
+    let cpu = parse_cpuinfo(&read_text(&procfs.join("cpuinfo"))?);
+    let meminfo = procfs.join("meminfo");
+    let mem =
+        mem_total_kib(&read_text(&meminfo)?).ok_or(ModelError::NoMemTotal { path: meminfo })?;
     let c = coefficients(&cpu, mem, o)?;
     let description = format!(
         "power is modelled, not measured: {}; {:.2}–{:.2} W per vCPU × {} vCPU(s) with the busy \
@@ -320,8 +372,8 @@ pub fn open(procfs: &Path, o: &ModelOverrides) -> Result<Opened, String> {
         model_family: Some(c.family.clone()),
         // At zero load the model's CPU power is its idle figure; memory power is constant.
         idle_watts: vec![
-            ("dram".into(), c.watts(0.0).1),
-            ("package".into(), c.watts(0.0).0),
+            (zone::DRAM.into(), c.watts(0.0).1),
+            (zone::PACKAGE.into(), c.watts(0.0).0),
         ],
         source: Box::new(Model::new(c)),
     })
@@ -332,10 +384,8 @@ impl EnergySource for Model {
         let mut out = SourceReading::default();
         match ctx.busy {
             None => {
-                out.errors.push(
-                    "the model has no CPU busy time: the kernel counters were not read".into(),
-                );
-                out.unread = vec!["dram".into(), "package".into()];
+                out.errors.push(ModelError::NoBusyTime.into());
+                out.unread = vec![zone::DRAM.into(), zone::PACKAGE.into()];
             }
             Some(busy) => {
                 if let Some(last) = self.last {
@@ -352,8 +402,8 @@ impl EnergySource for Model {
             }
         }
         out.zones = vec![
-            ("dram".into(), self.memory_joules),
-            ("package".into(), self.cpu_joules),
+            (zone::DRAM.into(), self.memory_joules),
+            (zone::PACKAGE.into(), self.cpu_joules),
         ];
         out
     }
@@ -422,29 +472,34 @@ mod tests {
         assert!((c.watts(1.0).0 - 7.0).abs() < 1e-9);
 
         let o = ModelOverrides {
-            family: Some("haswell".into()),
+            family: Family::from_str("haswell", false).ok(),
             max_watts_per_vcpu: Some(10.0),
             ..Default::default()
         };
         let c = coefficients(&cpu, 1_000_000, &o).unwrap();
         assert_eq!((c.idle_watts_per_vcpu, c.max_watts_per_vcpu), (1.0, 10.0));
-        let bad = ModelOverrides {
-            family: Some("pentium".into()),
-            ..Default::default()
-        };
-        assert!(
-            coefficients(&cpu, 1, &bad)
-                .unwrap_err()
-                .contains("is not one of")
-        );
+        assert!(Family::from_str("pentium", false).is_err());
+        // Below the detected family's idle figure: known only once the CPU is.
         let bad = ModelOverrides {
             max_watts_per_vcpu: Some(0.1),
             ..Default::default()
         };
+        assert!(bad.check().is_ok());
         assert!(
             coefficients(&cpu, 1, &bad)
                 .unwrap_err()
+                .to_string()
                 .contains("below its idle")
+        );
+        let bad = ModelOverrides {
+            max_watts_per_vcpu: Some(-1.0),
+            ..Default::default()
+        };
+        assert!(
+            coefficients(&cpu, 1, &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("--power.model.max-watts-per-vcpu -1 must be a non-negative number")
         );
     }
 

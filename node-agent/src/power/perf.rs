@@ -5,16 +5,74 @@
 
 use std::{
     fs::File,
-    io::Read as _,
+    io::{self, Read as _},
     os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
 use super::{
-    EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update,
-    ceiling_for, list_dir, read_attr, read_u64, sum_by_zone,
+    EnergyCounter, EnergySource, Opened, ReadContext, ReadError, SourceKind, SourceReading, Update,
+    error::joined,
+    sysfs::{list_dir, read_attr, read_u64},
+    zone,
 };
-use crate::kernel::sys;
+use crate::sys;
+
+/// Why the power PMU cannot be used, or one of its events cannot be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum PerfError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(
+        "no power PMU at {}: the CPU or the hypervisor exposes no RAPL counters to perf (most \
+         VMs), or the kernel lacks the RAPL perf driver (CONFIG_PERF_EVENTS_INTEL_RAPL / AMD's, \
+         Linux 5.8+)",
+        .dir.display()
+    )]
+    NoPmu { dir: PathBuf },
+    #[error("{}/type is out of range", .dir.display())]
+    TypeOutOfRange { dir: PathBuf },
+    #[error("{}/cpumask: {text:?} is not a CPU list", .dir.display())]
+    BadCpumask { dir: PathBuf, text: String },
+    #[error(
+        "{}: cannot make a perf config of {spec:?} with the PMU's format/ files",
+        .path.display()
+    )]
+    BadEventConfig { path: PathBuf, spec: String },
+    #[error("{}: {text:?} is not a positive scale", .path.display())]
+    BadScale { path: PathBuf, text: String },
+    #[error("{}: unit {unit:?}, expected \"Joules\"", .path.display())]
+    WrongUnit { path: PathBuf, unit: String },
+    #[error("{} lists no energy-* events", .dir.display())]
+    NoEvents { dir: PathBuf },
+    #[error(
+        "opening power/{event} on CPU {cpu}: permission denied: grant CAP_PERFMON (or set \
+         kernel.perf_event_paranoid to 0 or lower)"
+    )]
+    OpenDenied { event: String, cpu: u32 },
+    #[error(
+        "opening power/{event} on CPU {cpu}: the running kernel has no such event (PMU type \
+         {type_} from {}); if --path.sysfs points elsewhere than /sys, that tree does not \
+         describe this machine",
+        .dir.display()
+    )]
+    NoSuchEvent {
+        event: String,
+        cpu: u32,
+        type_: u32,
+        dir: PathBuf,
+    },
+    #[error("opening power/{event} on CPU {cpu}: {error}")]
+    Open {
+        event: String,
+        cpu: u32,
+        error: io::Error,
+    },
+    #[error("{}", joined(.0))]
+    NoneOpened(Vec<PerfError>),
+    #[error("reading the perf power event for {zone}: {error}")]
+    Count { zone: String, error: io::Error },
+}
 
 /// One energy event of the PMU, as sysfs describes it.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,12 +100,12 @@ pub struct PmuDescription {
 /// The zone an event measures: the perf names of RAPL domains mapped to powercap's.
 pub fn zone_for_event(event: &str) -> Option<&'static str> {
     Some(match event.strip_prefix("energy-")? {
-        "pkg" => "package",
-        "cores" => "core",
+        "pkg" => zone::PACKAGE,
+        "cores" => zone::CORE,
         // PP1, the client GPU plane, is the zone powercap calls "uncore".
-        "gpu" => "uncore",
-        "ram" => "dram",
-        "psys" => "psys",
+        "gpu" => zone::UNCORE,
+        "ram" => zone::DRAM,
+        "psys" => zone::PSYS,
         _ => return None,
     })
 }
@@ -107,75 +165,73 @@ pub fn parse_event_config(event: &str, format: impl Fn(&str) -> Option<String>) 
 }
 
 /// Reads the PMU's description from `<sysfs>/bus/event_source/devices/power`.
-pub fn describe(sysfs: &Path) -> Result<PmuDescription, String> {
+pub fn describe(sysfs: &Path) -> Result<PmuDescription, PerfError> {
     let dir = sysfs.join("bus/event_source/devices/power");
     if !dir.exists() {
-        return Err(format!(
-            "no power PMU at {}: the CPU or the hypervisor exposes no RAPL counters to perf (most \
-             VMs), or the kernel lacks the RAPL perf driver (CONFIG_PERF_EVENTS_INTEL_RAPL / \
-             AMD's, Linux 5.8+)",
-            dir.display()
-        ));
+        return Err(PerfError::NoPmu { dir });
     }
     let type_ = u32::try_from(read_u64(&dir.join("type"))?)
-        .map_err(|_| format!("{}/type is out of range", dir.display()))?;
+        .map_err(|_| PerfError::TypeOutOfRange { dir: dir.clone() })?;
     let cpumask = read_attr(&dir.join("cpumask"))?;
-    let cpus = parse_cpu_list(&cpumask)
-        .ok_or_else(|| format!("{}/cpumask: {cpumask:?} is not a CPU list", dir.display()))?;
+    let Some(cpus) = parse_cpu_list(&cpumask) else {
+        return Err(PerfError::BadCpumask { dir, text: cpumask });
+    };
     let events_dir = dir.join("events");
-    let names = list_dir(&events_dir).map_err(|e| super::describe_read_error(&events_dir, &e))?;
+    let names = list_dir(&events_dir).map_err(|e| ReadError::new(&events_dir, e))?;
     let mut events = Vec::new();
     for name in names {
         if name.contains('.') {
             continue;
         }
-        let Some(zone) = zone_for_event(&name) else {
-            continue;
-        };
-        let spec = read_attr(&events_dir.join(&name))?;
-        let config =
-            parse_event_config(&spec, |term| read_attr(&dir.join("format").join(term)).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "{}: cannot make a perf config of {spec:?} with the PMU's format/ files",
-                        events_dir.join(&name).display()
-                    )
-                })?;
-        let scale_path = events_dir.join(format!("{name}.scale"));
-        let scale_text = read_attr(&scale_path)?;
-        let scale: f64 = scale_text
-            .parse()
-            .ok()
-            .filter(|s: &f64| s.is_finite() && *s > 0.0)
-            .ok_or_else(|| {
-                format!(
-                    "{}: {scale_text:?} is not a positive scale",
-                    scale_path.display()
-                )
-            })?;
-        let unit_path = events_dir.join(format!("{name}.unit"));
-        let unit = read_attr(&unit_path)?;
-        if unit != "Joules" {
-            return Err(format!(
-                "{}: unit {unit:?}, expected \"Joules\"",
-                unit_path.display()
-            ));
+        if let Some(zone) = zone_for_event(&name) {
+            events.push(describe_event(&dir, name, zone)?);
         }
-        events.push(PmuEvent {
-            name,
-            zone: zone.to_owned(),
-            config,
-            scale,
-        });
     }
     if events.is_empty() {
-        return Err(format!("{} lists no energy-* events", events_dir.display()));
+        return Err(PerfError::NoEvents { dir: events_dir });
     }
     Ok(PmuDescription {
         dir,
         type_,
         cpus,
         events,
+    })
+}
+
+/// One energy event from its `events/` files: config, scale, unit.
+fn describe_event(dir: &Path, name: String, zone: &str) -> Result<PmuEvent, PerfError> {
+    let events_dir = dir.join("events");
+    let spec = read_attr(&events_dir.join(&name))?;
+    let config = parse_event_config(&spec, |term| read_attr(&dir.join("format").join(term)).ok())
+        .ok_or_else(|| PerfError::BadEventConfig {
+        path: events_dir.join(&name),
+        spec,
+    })?;
+    let scale_path = events_dir.join(format!("{name}.scale"));
+    let scale_text = read_attr(&scale_path)?;
+    let Some(scale) = scale_text
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+    else {
+        return Err(PerfError::BadScale {
+            path: scale_path,
+            text: scale_text,
+        });
+    };
+    let unit_path = events_dir.join(format!("{name}.unit"));
+    let unit = read_attr(&unit_path)?;
+    if unit != "Joules" {
+        return Err(PerfError::WrongUnit {
+            path: unit_path,
+            unit,
+        });
+    }
+    Ok(PmuEvent {
+        name,
+        zone: zone.to_owned(),
+        config,
+        scale,
     })
 }
 
@@ -190,7 +246,7 @@ pub struct PerfPower {
     ceiling_watts: f64,
 }
 
-pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
+pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, PerfError> {
     let d = describe(sysfs)?;
     let mut events = Vec::new();
     let mut zones = Vec::new();
@@ -198,12 +254,12 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
     for e in &d.events {
         // An event counts only if it opens on every socket: a zone missing a socket would
         // under-count.
-        let opened: Result<Vec<OpenEvent>, String> = d
+        let opened: Result<Vec<OpenEvent>, PerfError> = d
             .cpus
             .iter()
             .map(|&cpu| {
                 let fd: OwnedFd = sys::perf_event_open_cpu(d.type_, e.config, cpu)
-                    .map_err(|err| describe_open_error(&d, e, cpu, &err))?;
+                    .map_err(|err| open_error(&d, e, cpu, err))?;
                 Ok(OpenEvent {
                     zone: e.zone.clone(),
                     file: File::from(fd),
@@ -220,7 +276,7 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
         }
     }
     if events.is_empty() {
-        return Err(skipped.join("; "));
+        return Err(PerfError::NoneOpened(skipped));
     }
     let mut description = format!(
         "{} event(s) on {} socket(s) (CPUs {:?}), zones {}",
@@ -232,35 +288,29 @@ pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
     for s in &skipped {
         description.push_str(&format!("; skipped: {s}"));
     }
-    Ok(Opened {
-        kind: SourceKind::Perf,
-        estimated: false,
+    Ok(Opened::measured(
+        SourceKind::Perf,
         description,
-        model_family: None,
-        idle_watts: Vec::new(),
-        source: Box::new(PerfPower {
+        Box::new(PerfPower {
             events,
             ceiling_watts,
         }),
-    })
+    ))
 }
 
-fn describe_open_error(d: &PmuDescription, e: &PmuEvent, cpu: u32, err: &std::io::Error) -> String {
-    let what = format!("opening power/{} on CPU {cpu}", e.name);
-    match err.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => format!(
-            "{what}: permission denied: grant CAP_PERFMON (or set kernel.perf_event_paranoid to \
-             0 or lower)"
-        ),
-        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
-            format!(
-                "{what}: the running kernel has no such event (PMU type {} from {}); if \
-                 --path.sysfs points elsewhere than /sys, that tree does not describe this machine",
-                d.type_,
-                d.dir.display()
-            )
+fn open_error(d: &PmuDescription, e: &PmuEvent, cpu: u32, error: io::Error) -> PerfError {
+    let event = e.name.clone();
+    match error.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM) => PerfError::OpenDenied { event, cpu },
+        Some(libc::ENOENT | libc::ENODEV | libc::EINVAL | libc::EOPNOTSUPP) => {
+            PerfError::NoSuchEvent {
+                event,
+                cpu,
+                type_: d.type_,
+                dir: d.dir.clone(),
+            }
         }
-        _ => format!("{what}: {err}"),
+        _ => PerfError::Open { event, cpu, error },
     }
 }
 
@@ -274,21 +324,24 @@ impl EnergySource for PerfPower {
                     let raw = u64::from_ne_bytes(buf);
                     if let Update::Dropped(reason) =
                         e.counter
-                            .update(raw, ctx.at, ceiling_for(&e.zone, self.ceiling_watts))
+                            .update(raw, ctx.at, zone::ceiling(&e.zone, self.ceiling_watts))
                     {
                         out.dropped.push((e.zone.clone(), reason));
                     }
                 }
-                Err(err) => {
-                    out.errors.push(format!(
-                        "reading the perf power event for {}: {err}",
-                        e.zone
-                    ));
+                Err(error) => {
+                    out.errors.push(
+                        PerfError::Count {
+                            zone: e.zone.clone(),
+                            error,
+                        }
+                        .into(),
+                    );
                     out.unread.push(e.zone.clone());
                 }
             }
         }
-        out.zones = sum_by_zone(
+        out.zones = zone::sum(
             self.events
                 .iter()
                 .map(|e| (e.zone.as_str(), e.counter.joules())),
@@ -349,7 +402,7 @@ mod tests {
     fn fixture_events_cannot_be_opened_here_and_say_why() {
         // Type 4242 is no PMU of this kernel: the tree parses, opening reports the mismatch.
         let t = pmu_tree("4242");
-        let e = open(t.root(), 1000.0).unwrap_err();
+        let e = open(t.root(), 1000.0).unwrap_err().to_string();
         assert!(
             e.contains("opening power/energy-pkg on CPU 0")
                 && (e.contains("the running kernel has no such event")
@@ -363,11 +416,14 @@ mod tests {
         // These VMs have no RAPL; on hardware with RAPL this would open.
         match open(Path::new("/sys"), 1000.0) {
             Ok(o) => assert!(o.description.contains("zones")),
-            Err(e) => assert!(
-                e.contains("no power PMU at /sys/bus/event_source/devices/power")
-                    || e.contains("permission denied"),
-                "{e}"
-            ),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("no power PMU at /sys/bus/event_source/devices/power")
+                        || e.contains("permission denied"),
+                    "{e}"
+                )
+            }
         }
     }
 
@@ -378,15 +434,22 @@ mod tests {
         assert!(
             describe(t.root())
                 .unwrap_err()
+                .to_string()
                 .contains("expected \"Joules\"")
         );
         let t = pmu_tree("24");
         t.file(&format!("{PMU}/cpumask"), "zero");
-        assert!(describe(t.root()).unwrap_err().contains("not a CPU list"));
+        assert!(
+            describe(t.root())
+                .unwrap_err()
+                .to_string()
+                .contains("not a CPU list")
+        );
         let t = pmu_tree("x");
         assert!(
             describe(t.root())
                 .unwrap_err()
+                .to_string()
                 .contains("not a non-negative")
         );
         let t = pmu_tree("24");
@@ -394,6 +457,7 @@ mod tests {
         assert!(
             describe(t.root())
                 .unwrap_err()
+                .to_string()
                 .contains("cannot make a perf config")
         );
         let t = pmu_tree("24");
@@ -401,6 +465,7 @@ mod tests {
         assert!(
             describe(t.root())
                 .unwrap_err()
+                .to_string()
                 .contains("energy-ram.scale is missing")
         );
     }

@@ -3,15 +3,40 @@
 //! sockets summed; `intel-rapl-mmio` duplicates of the packages dropped; each counter's wrap
 //! handled with its own `max_energy_range_uj`. AMD Zen uses the same driver and names.
 
-use std::path::{Path, PathBuf};
-
-use super::{
-    EnergyCounter, EnergySource, Opened, ReadContext, SourceKind, SourceReading, Update,
-    ceiling_for, describe_read_error, list_dir, read_attr, read_u64, sum_by_zone, zone_label,
-    zone_list,
+use std::{
+    io,
+    path::{Path, PathBuf},
 };
 
-const UJ: f64 = 1e-6;
+use super::{
+    EnergyCounter, EnergySource, Opened, ReadContext, ReadError, SourceKind, SourceReading, Update,
+    error::joined,
+    sysfs::{list_dir, read_attr, read_u64},
+    zone,
+};
+use crate::units::JOULES_PER_MICROJOULE;
+
+/// Why the powercap class cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PowercapError {
+    #[error(
+        "{} does not exist: the kernel has no powercap support (CONFIG_POWERCAP and the \
+         intel_rapl modules), or the machine exposes no RAPL (most VMs)",
+        .dir.display()
+    )]
+    NoPowercap { dir: PathBuf },
+    #[error(transparent)]
+    List(ReadError),
+    #[error(
+        "no intel-rapl zones under {}: load the intel_rapl_msr module (Intel, or AMD Zen on \
+         Linux 5.11+); most VMs expose no RAPL",
+        .dir.display()
+    )]
+    NoZones { dir: PathBuf },
+    /// Every zone found failed to open.
+    #[error("{}", joined(.0))]
+    NoneOpened(Vec<ReadError>),
+}
 
 #[derive(Debug)]
 struct Counter {
@@ -29,47 +54,37 @@ pub struct Powercap {
     sockets: usize,
     mmio_dropped: usize,
     /// Zones that could not be opened, with the reason.
-    skipped: Vec<String>,
+    skipped: Vec<ReadError>,
 }
 
-pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, String> {
+pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Opened, PowercapError> {
     let p = Powercap::open(sysfs, ceiling_watts)?;
-    Ok(Opened {
-        kind: SourceKind::Powercap,
-        estimated: false,
-        description: p.describe(),
-        model_family: None,
-        idle_watts: Vec::new(),
-        source: Box::new(p),
-    })
+    Ok(Opened::measured(
+        SourceKind::Powercap,
+        p.describe(),
+        Box::new(p),
+    ))
 }
 
 /// `package-0` → `package`, `package-1-die-0` → `package`, `psys` → `psys`: the socket (and
 /// die) number is not part of the zone.
 pub fn zone_name(name: &str) -> String {
     if name.starts_with("package-") {
-        return "package".into();
+        return zone::PACKAGE.into();
     }
     let base = match name.rsplit_once('-') {
         Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
         _ => name,
     };
-    zone_label(base)
+    zone::label(base)
 }
 
 impl Powercap {
-    pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Self, String> {
+    pub fn open(sysfs: &Path, ceiling_watts: f64) -> Result<Self, PowercapError> {
         let dir = sysfs.join("class/powercap");
-        let names = list_dir(&dir).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "{} does not exist: the kernel has no powercap support (CONFIG_POWERCAP and \
-                     the intel_rapl modules), or the machine exposes no RAPL (most VMs)",
-                    dir.display()
-                )
-            } else {
-                describe_read_error(&dir, &e)
-            }
+        let names = list_dir(&dir).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => PowercapError::NoPowercap { dir: dir.clone() },
+            _ => PowercapError::List(ReadError::new(&dir, e)),
         })?;
         let mut counters = Vec::new();
         let mut mmio = Vec::new();
@@ -103,18 +118,14 @@ impl Powercap {
         counters.extend(unique);
         if counters.is_empty() {
             return Err(if skipped.is_empty() {
-                format!(
-                    "no intel-rapl zones under {}: load the intel_rapl_msr module (Intel, or AMD \
-                     Zen on Linux 5.11+); most VMs expose no RAPL",
-                    dir.display()
-                )
+                PowercapError::NoZones { dir }
             } else {
-                skipped.join("; ")
+                PowercapError::NoneOpened(skipped)
             });
         }
         let mut sockets: Vec<&str> = counters
             .iter()
-            .filter(|c| c.zone == "package")
+            .filter(|c| c.zone == zone::PACKAGE)
             .map(|c| c.socket.as_str())
             .collect();
         sockets.sort_unstable();
@@ -130,7 +141,7 @@ impl Powercap {
     }
 
     pub fn describe(&self) -> String {
-        let zones = zone_list(self.counters.iter().map(|c| c.zone.as_str()));
+        let zones = zone::list(self.counters.iter().map(|c| c.zone.as_str()));
         let mut d = format!(
             "{} RAPL counter(s) on {} package(s), zones {}",
             self.counters.len(),
@@ -150,7 +161,7 @@ impl Powercap {
     }
 }
 
-fn open_counter(dir: &Path, id: &str) -> Result<Counter, String> {
+fn open_counter(dir: &Path, id: &str) -> Result<Counter, ReadError> {
     let zone = zone_name(&read_attr(&dir.join("name"))?);
     let max = read_u64(&dir.join("max_energy_range_uj"))?;
     let energy_path = dir.join("energy_uj");
@@ -160,7 +171,7 @@ fn open_counter(dir: &Path, id: &str) -> Result<Counter, String> {
         socket: id.split(':').take(2).collect::<Vec<_>>().join(":"),
         zone,
         energy_path,
-        counter: EnergyCounter::new(UJ, Some(max)),
+        counter: EnergyCounter::new(JOULES_PER_MICROJOULE, Some(max)),
     })
 }
 
@@ -172,18 +183,18 @@ impl EnergySource for Powercap {
                 Ok(raw) => {
                     if let Update::Dropped(reason) =
                         c.counter
-                            .update(raw, ctx.at, ceiling_for(&c.zone, self.ceiling_watts))
+                            .update(raw, ctx.at, zone::ceiling(&c.zone, self.ceiling_watts))
                     {
                         out.dropped.push((c.zone.clone(), reason));
                     }
                 }
                 Err(e) => {
-                    out.errors.push(e);
+                    out.errors.push(e.into());
                     out.unread.push(c.zone.clone());
                 }
             }
         }
-        out.zones = sum_by_zone(
+        out.zones = zone::sum(
             self.counters
                 .iter()
                 .map(|c| (c.zone.as_str(), c.counter.joules())),
@@ -405,7 +416,9 @@ mod tests {
         assert_eq!(zones(&r), [("dram", 0.0), ("package", 1.0)]);
         assert_eq!(r.errors.len(), 1);
         assert!(
-            r.errors[0].contains("intel-rapl:0:0/energy_uj: \"garbage\" is not"),
+            r.errors[0]
+                .to_string()
+                .contains("intel-rapl:0:0/energy_uj: \"garbage\" is not"),
             "{:?}",
             r.errors
         );
@@ -415,7 +428,7 @@ mod tests {
         let t = Tree::new();
         zone(&t, "intel-rapl:0", "package-0", 0);
         t.file("class/powercap/intel-rapl:0/energy_uj", "-5");
-        let e = Powercap::open(t.root(), 1000.0).unwrap_err();
+        let e = Powercap::open(t.root(), 1000.0).unwrap_err().to_string();
         assert!(e.contains("\"-5\" is not a non-negative integer"), "{e}");
     }
 
@@ -437,27 +450,21 @@ mod tests {
         t.remove("class/powercap/intel-rapl:0/energy_uj");
         let r = p.read(&at(1.0));
         assert_eq!(zones(&r), [("package", 0.0)]);
-        assert!(r.errors[0].ends_with("intel-rapl:0/energy_uj is missing"));
+        assert!(
+            r.errors[0]
+                .to_string()
+                .ends_with("intel-rapl:0/energy_uj is missing")
+        );
     }
 
     #[test]
     fn no_powercap_at_all() {
         let t = Tree::new();
-        let e = Powercap::open(t.root(), 1000.0).unwrap_err();
+        let e = Powercap::open(t.root(), 1000.0).unwrap_err().to_string();
         assert!(e.contains("class/powercap does not exist"), "{e}");
         t.file("class/powercap/dtpm/enabled", "1");
-        let e = Powercap::open(t.root(), 1000.0).unwrap_err();
+        let e = Powercap::open(t.root(), 1000.0).unwrap_err().to_string();
         assert!(e.contains("no intel-rapl zones"), "{e}");
-    }
-
-    #[test]
-    fn unreadable_energy_names_the_cve_and_the_alternatives() {
-        let e = describe_read_error(
-            Path::new("/sys/class/powercap/intel-rapl:0/energy_uj"),
-            &std::io::Error::from(std::io::ErrorKind::PermissionDenied),
-        );
-        assert!(e.contains("CVE-2020-8694"), "{e}");
-        assert!(e.contains("CAP_DAC_READ_SEARCH") && e.contains("--power-source perf"));
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn power_read() -> Result<()> {
             std::fs::write(d.join("max_energy_range_uj"), "262143328850\n")?;
         }
     }
-    let mut source = powercap::open(&root, 1000.0).map_err(anyhow::Error::msg)?;
+    let mut source = powercap::open(&root, node_agent::power::zone::DEFAULT_CEILING_WATTS)?;
     let mut took = Vec::with_capacity(READS);
     let start = Instant::now();
     for _ in 0..READS {
