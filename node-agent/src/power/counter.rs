@@ -127,9 +127,9 @@ impl PowerIntegrator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::JOULES_PER_MICROJOULE as UJ;
     use proptest::prelude::*;
 
-    const UJ: f64 = 1e-6;
     fn s(secs: f64) -> Duration {
         Duration::from_secs_f64(secs)
     }

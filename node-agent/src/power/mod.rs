@@ -1,9 +1,10 @@
 //! Power sources: node energy per zone, measured (perf power PMU, powercap RAPL, hwmon) or, on
 //! nodes without sensors, modelled and labelled as estimated.
 //!
-//! - [`source`](EnergySource): what every source is — read the cumulative energy per zone since
-//!   it was opened — and the kinds of source ([`SourceKind`]);
-//! - [`select`]: every source probed in the configured order, one chosen, and why;
+//! - [`EnergySource`]: what every source is — it reads the cumulative energy per zone since it
+//!   was opened — and [`SourceKind`], the kinds of source;
+//! - [`select`]: every source probed in the configured order, one chosen, and why (adding a
+//!   source is a variant of [`SourceKind`] and a row in the selection's table);
 //! - [`Meter`]: the chosen source's readings turned into [`PowerSnapshot`]s for attribution and
 //!   the exporter;
 //! - [`zone`]: zone names shared by every source, and the power ceilings;
