@@ -17,10 +17,11 @@ use crate::{
     cgroup::CgroupTree,
     config::KubeMode,
     config::Options,
-    exporter::{self, Latest, Published},
+    exporter,
     kernel::{KernelCounters, probe},
     kubernetes::{self, Metadata},
     power::{self, BusySample, Meter},
+    snapshot::{Latest, Snapshot},
 };
 
 /// Stops early, with the fix, when the process cannot load eBPF.
@@ -97,7 +98,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let served = exporter::serve(listener, registry, latest, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     let _ = measuring.join();
-    served
+    Ok(served?)
 }
 
 /// Probes the power sources, logs what each offers, and opens the chosen one (or says why none).
@@ -232,7 +233,7 @@ fn measure_loop(
                     &meter.opened().idle_watts,
                     own_cpu_ns(),
                 );
-                latest.publish(Published::new(
+                latest.publish(Snapshot::new(
                     snapshot,
                     Some(power),
                     attribution,

@@ -1,6 +1,6 @@
 //! Wattlet's node agent. Data flows one way:
 //! kernel counters ([`kernel`]), the cgroup hierarchy ([`cgroup`]) and node energy ([`power`]) →
-//! an immutable snapshot → exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
+//! an immutable snapshot ([`snapshot`]) → exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
 
 pub mod agent;
 pub mod attribution;
@@ -11,4 +11,5 @@ pub mod exporter;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;
+pub mod snapshot;
 pub mod workload;
