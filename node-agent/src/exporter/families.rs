@@ -30,8 +30,10 @@ pub fn escape_label_value(v: &str) -> String {
 }
 
 fn write_escaped(out: &mut impl fmt::Write, v: &str) -> fmt::Result {
+    // Every label value of every series passes here at each scrape: memchr's vectorised scan
+    // keeps that to a few nanoseconds. The three are ASCII, so never inside a multi-byte char.
     let mut rest = v;
-    while let Some(i) = rest.find(['\\', '"', '\n']) {
+    while let Some(i) = memchr::memchr3(b'\\', b'"', b'\n', rest.as_bytes()) {
         out.write_str(&rest[..i])?;
         out.write_str(match rest.as_bytes()[i] {
             b'\\' => "\\\\",
