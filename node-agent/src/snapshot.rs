@@ -251,8 +251,7 @@ mod tests {
 
     #[test]
     fn without_metadata_names_stay_empty() {
-        let mut s = fixture::snapshot();
-        s.metadata = None;
+        let s = fixture::snapshot();
         let s = Snapshot::new(
             s.counters,
             s.power,
