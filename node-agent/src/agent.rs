@@ -16,12 +16,13 @@ use crate::{
     attribution::{Attributor, IdlePolicy},
     cgroup::CgroupTree,
     config::{KubeMode, Options},
-    exporter::{self, Latest, Published},
+    exporter,
     kernel::{KernelCounters, KernelOptions},
     kubernetes::{self, Metadata},
     power::{self, BusySample, Meter, PowerOptions},
     sys,
     units::secs_from_ns,
+    snapshot::{Latest, Snapshot},
 };
 
 pub async fn run(opts: Options) -> Result<()> {
@@ -91,7 +92,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let served = exporter::serve(listener, registry, latest, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     let _ = measuring.join();
-    served
+    Ok(served?)
 }
 
 /// Probes the power sources, logs what each offers, and opens the chosen one (or says why none).
@@ -215,7 +216,7 @@ fn measure_loop(
                     &meter.opened().idle_watts,
                     sys::own_cpu_ns(),
                 );
-                latest.publish(Published::new(
+                latest.publish(Snapshot::new(
                     snapshot,
                     Some(power),
                     attribution,

@@ -1,6 +1,6 @@
 //! Wattlet's node agent. Data flows one way:
 //! kernel counters ([`kernel`]), the cgroup hierarchy ([`cgroup`]) and node energy ([`power`]) →
-//! an immutable snapshot → exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
+//! an immutable snapshot ([`snapshot`]) → exporters ([`exporter`]). Exporters never measure; a scrape reads the latest snapshot.
 //!
 //! Beneath every layer: host syscalls in [`sys`] (bpf map ops, perf_event_open, clocks, uname,
 //! capabilities) and units in [`units`]. Each layer declares its own flags; [`config`] flattens
@@ -18,4 +18,5 @@ pub mod kubernetes;
 pub mod power;
 pub mod sys;
 pub mod units;
+pub mod snapshot;
 pub mod workload;

@@ -165,7 +165,7 @@ fn load_for(d: Duration) {
 }
 
 /// A snapshot of `containers` containers (two per pod) and 50 cgroups, two zones.
-fn big_snapshot(containers: usize) -> node_agent::exporter::Published {
+fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
     use node_agent::{
         attribution::{AttributionSnapshot, IdleMethod, IdlePolicy, NodeZone, WorkloadTotals},
         kernel::{CountersSnapshot, CpuTime, PmuCounters},
@@ -255,7 +255,7 @@ fn big_snapshot(containers: usize) -> node_agent::exporter::Published {
         pmu: PmuCounters::None,
         map_deletions: 0,
     };
-    node_agent::exporter::Published::new(
+    node_agent::snapshot::Snapshot::new(
         counters,
         Some(power),
         attribution,
@@ -271,7 +271,7 @@ fn big_snapshot(containers: usize) -> node_agent::exporter::Published {
 fn render() -> Result<()> {
     use node_agent::{config::Compat, exporter};
     const RUNS: usize = 50;
-    let latest = std::sync::Arc::new(exporter::Latest::default());
+    let latest = std::sync::Arc::new(node_agent::snapshot::Latest::default());
     latest.publish(big_snapshot(1000));
     let line = |name: &str, compat: Option<Compat>, classic: bool| -> Result<()> {
         let reg = exporter::registry(latest.clone(), "bench-node", compat);

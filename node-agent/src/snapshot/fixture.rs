@@ -1,0 +1,258 @@
+//! A fixed snapshot for the exporters' tests: two zones of a modelled (estimated) source,
+//! containers known and unknown to the API server (one terminated), their pods, plain cgroups
+//! with the reserved rows and a path that needs escaping, the agent about itself, hardware PMU.
+//! Its figures are made up; what matters is that every family has something to show.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use node_agent_common::CgroupCounters;
+
+use super::Snapshot;
+use crate::{
+    attribution::{
+        AttributionSnapshot, IdleMethod, IdlePolicy, NodeZone, OVERFLOW, PodTotals, UNSEEN,
+        WorkloadTotals,
+    },
+    kernel::{CountersSnapshot, CpuTime, PmuCounters},
+    kubernetes::{ContainerMeta, MetaIndex, MetaView, PodMeta},
+    power::{DropReason, PowerSnapshot, SourceKind, ZoneSample},
+    workload::{Container, Qos, Workload},
+};
+
+/// A container the API server names, in pod [`UID_WEB`].
+pub(crate) const ID_WEB: &str = "3f2a9c1e4b7d8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081";
+/// A terminated container of a pod the API server no longer lists.
+pub(crate) const ID_UNKNOWN: &str =
+    "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+/// A container whose cgroup path does not name its pod; the API server's status does.
+pub(crate) const ID_SIDECAR: &str =
+    "77aa88bb99cc00dd11ee22ff33aa44bb55cc66dd77ee88ff99aa00bb11cc22dd";
+pub(crate) const UID_WEB: &str = "1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b";
+pub(crate) const UID_GONE: &str = "9c0f3f5e-6d2a-4c1e-8f7b-3a2d1e0c9b8a";
+/// The cgroup rows, in the attribution's (sorted) order.
+pub(crate) const CGROUPS: [&str; 4] = [
+    OVERFLOW,
+    UNSEEN,
+    "/",
+    "/system.slice/odd\"unit\\name\n.scope",
+];
+
+fn counters(cpu_s: f64, voluntary: u64, involuntary: u64) -> CgroupCounters {
+    let cpu_ns = (cpu_s * 1e9) as u64;
+    CgroupCounters {
+        cpu_ns,
+        switches_voluntary: voluntary,
+        switches_involuntary: involuntary,
+        cycles: cpu_ns * 3,
+        instructions: cpu_ns * 4,
+    }
+}
+
+fn workload(
+    workload: Workload,
+    running: bool,
+    counters: CgroupCounters,
+    joules: [f64; 2],
+    watts: [Option<f64>; 2],
+) -> WorkloadTotals {
+    WorkloadTotals {
+        workload,
+        running,
+        counters,
+        joules: joules.to_vec(),
+        watts: watts.to_vec(),
+    }
+}
+
+fn container(runtime: &'static str, id: &str, pod_uid: Option<&str>, qos: Qos) -> Workload {
+    Workload::Container(Container {
+        runtime,
+        id: id.into(),
+        pod_uid: pod_uid.map(Into::into),
+        qos: Some(qos),
+    })
+}
+
+fn workloads() -> Vec<WorkloadTotals> {
+    let cgroup = |path: &str| Workload::Cgroup(path.into());
+    vec![
+        workload(
+            container("containerd", ID_WEB, Some(UID_WEB), Qos::Burstable),
+            true,
+            counters(4.5, 120, 30),
+            [3.0, 250.5],
+            [Some(0.1), Some(2.5)],
+        ),
+        workload(
+            container("containerd", ID_UNKNOWN, Some(UID_GONE), Qos::BestEffort),
+            false,
+            counters(1.25, 40, 2),
+            [1.0, 80.0],
+            [None, None],
+        ),
+        workload(
+            container("docker", ID_SIDECAR, None, Qos::Guaranteed),
+            true,
+            counters(0.75, 9, 1),
+            [0.5, 20.25],
+            [Some(0.05), Some(0.5)],
+        ),
+        workload(
+            cgroup(CGROUPS[0]),
+            true,
+            counters(0.25, 0, 0),
+            [0.0, 1.5],
+            [Some(0.0), Some(0.1)],
+        ),
+        workload(
+            cgroup(CGROUPS[1]),
+            false,
+            counters(0.05, 3, 0),
+            [0.0, 0.25],
+            [None, None],
+        ),
+        workload(
+            cgroup(CGROUPS[2]),
+            true,
+            counters(20.0, 5000, 700),
+            [5.0, 400.0],
+            [Some(0.2), Some(1.5)],
+        ),
+        workload(
+            cgroup(CGROUPS[3]),
+            true,
+            counters(2.0, 60, 6),
+            [0.5, 36.0],
+            [Some(0.01), Some(0.25)],
+        ),
+    ]
+}
+
+fn node_zone(zone: &str, joules: [f64; 3], watts: [f64; 2], method: IdleMethod) -> NodeZone {
+    NodeZone {
+        zone: zone.into(),
+        active_joules: joules[0],
+        idle_joules: joules[1],
+        kept_joules: joules[2],
+        active_watts: Some(watts[0]),
+        idle_watts: Some(watts[1]),
+        idle_estimate: Some((watts[1], method)),
+    }
+}
+
+fn attribution() -> AttributionSnapshot {
+    AttributionSnapshot {
+        zones: vec!["dram".into(), "package".into()],
+        node: vec![
+            node_zone(
+                "dram",
+                [12.5, 40.0, 40.0],
+                [0.5, 2.0],
+                IdleMethod::Configured,
+            ),
+            node_zone(
+                "package",
+                [900.25, 600.0, 610.5],
+                [9.0, 6.0],
+                IdleMethod::Model,
+            ),
+        ],
+        workloads: workloads(),
+        shared_by_cycles: true,
+        agent_cpu_seconds: 1.25,
+        agent_joules: vec![0.01, 0.75],
+        pods: vec![
+            PodTotals {
+                uid: UID_WEB.into(),
+                running: true,
+                joules: vec![3.0, 250.5],
+                watts: vec![Some(0.1), Some(2.5)],
+            },
+            PodTotals {
+                uid: UID_GONE.into(),
+                running: false,
+                joules: vec![1.0, 80.0],
+                watts: vec![None, None],
+            },
+        ],
+        expired_joules: vec![0.5, 30.0],
+    }
+}
+
+fn power() -> PowerSnapshot {
+    let zone = |zone: &str, joules, watts| ZoneSample {
+        zone: zone.into(),
+        joules,
+        watts: Some(watts),
+    };
+    PowerSnapshot {
+        source: SourceKind::Model,
+        estimated: true,
+        model_family: Some("average".into()),
+        at_unix: 1_700_000_000.5,
+        at: Duration::from_secs(100),
+        zones: vec![zone("dram", 52.5, 2.5), zone("package", 1500.25, 15.0)],
+        dropped: [
+            (("dram".to_owned(), DropReason::Backwards), 1),
+            (("package".to_owned(), DropReason::AboveCeiling), 2),
+        ]
+        .into_iter()
+        .collect(),
+        errors: 1,
+    }
+}
+
+fn kernel() -> CountersSnapshot {
+    let cpu = |busy_s: u64, idle_s: u64| CpuTime {
+        busy_ns: busy_s * 1_000_000_000,
+        idle_ns: idle_s * 1_000_000_000,
+    };
+    CountersSnapshot {
+        at: Duration::from_secs(100),
+        // The exporters read the attribution's workloads, not the kernel's cgroups.
+        cgroups: Default::default(),
+        cpus: vec![cpu(20, 80), cpu(10, 90)],
+        cpus_at: Duration::from_secs(100),
+        overflow: counters(0.25, 0, 0),
+        map_entries: 9,
+        map_capacity: 4096,
+        pmu: PmuCounters::Hardware,
+        map_deletions: 3,
+    }
+}
+
+fn metadata() -> MetaView {
+    let pods = HashMap::from([(
+        UID_WEB.to_owned(),
+        PodMeta {
+            name: "web-7d9f".into(),
+            namespace: "shop".into(),
+        },
+    )]);
+    let container = |name: &str| ContainerMeta {
+        name: name.into(),
+        pod_uid: UID_WEB.into(),
+    };
+    let containers = HashMap::from([
+        (ID_WEB.to_owned(), container("nginx")),
+        (ID_SIDECAR.to_owned(), container("istio-proxy")),
+    ]);
+    MetaView {
+        index: Arc::new(MetaIndex { pods, containers }),
+        age: Some(Duration::ZERO),
+        errors: 2,
+    }
+}
+
+/// The fixed snapshot.
+pub(crate) fn snapshot() -> Snapshot {
+    Snapshot::new(
+        kernel(),
+        Some(power()),
+        attribution(),
+        IdlePolicy::Node,
+        Some(metadata()),
+        Duration::from_millis(4),
+        1,
+    )
+}
