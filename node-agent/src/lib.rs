@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod attribution;
+pub mod carbon;
 pub mod cgroup;
 pub mod check;
 pub mod config;
