@@ -244,6 +244,7 @@ fn measure_loop(
             }
             Err(e) => {
                 errors += 1;
+                let e = anyhow::Error::from(e);
                 warn!("reading kernel counters failed ({errors} so far): {e:#}");
             }
         }

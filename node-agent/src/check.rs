@@ -166,7 +166,7 @@ pub fn run_checks(opts: &Options) -> Report {
             Err(e) => items.push(Item {
                 what: "eBPF",
                 status: Status::Fail,
-                detail: format!("{e:#}"),
+                detail: format!("{:#}", anyhow::Error::from(e)),
             }),
         }
     } else {

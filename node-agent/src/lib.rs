@@ -11,4 +11,5 @@ pub mod exporter;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;
+pub(crate) mod retention;
 pub mod workload;

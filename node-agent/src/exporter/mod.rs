@@ -873,7 +873,6 @@ mod tests {
                 path: Some("/".into()),
                 counters: c(2_000_000_000, 5, 6),
                 gone: false,
-                carried: CgroupCounters::default(),
             },
         );
         cgroups.insert(
@@ -882,7 +881,6 @@ mod tests {
                 path: Some("/a b\"c".into()),
                 counters: c(500_000_000, 1, 0),
                 gone: false,
-                carried: CgroupCounters::default(),
             },
         );
         cgroups.insert(
@@ -891,7 +889,6 @@ mod tests {
                 path: Some("/a b\"c".into()),
                 counters: c(250_000_000, 0, 1),
                 gone: true,
-                carried: CgroupCounters::default(),
             },
         );
         CountersSnapshot {
