@@ -20,9 +20,9 @@ use crate::{
     kernel::{KernelCounters, KernelOptions},
     kubernetes::{self, Metadata},
     power::{self, BusySample, Meter, PowerOptions},
+    snapshot::{Latest, Snapshot},
     sys,
     units::secs_from_ns,
-    snapshot::{Latest, Snapshot},
 };
 
 pub async fn run(opts: Options) -> Result<()> {
@@ -228,6 +228,7 @@ fn measure_loop(
             }
             Err(e) => {
                 errors += 1;
+                let e = anyhow::Error::from(e);
                 warn!("reading kernel counters failed ({errors} so far): {e:#}");
             }
         }

@@ -199,7 +199,14 @@ fn ebpf_check(can_try: bool) -> Finding {
                     .into(),
             ),
         ),
-        Err(e) => (item("eBPF", Status::Fail, format!("{e:#}")), None),
+        Err(e) => (
+            item(
+                "eBPF",
+                Status::Fail,
+                format!("{:#}", anyhow::Error::from(e)),
+            ),
+            None,
+        ),
     }
 }
 

@@ -18,6 +18,8 @@ use kube::{
 };
 use log::{info, warn};
 
+use crate::retention::Retention;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodMeta {
     pub name: String,
@@ -100,7 +102,7 @@ struct State {
     errors: u64,
     /// Pods the API server no longer lists, kept for the retention so that their
     /// containers' series keep their names until they expire.
-    departed: HashMap<String, (Instant, MetaIndex)>,
+    departed: Retention<String, MetaIndex, Instant>,
 }
 
 /// Shared between the watcher task (writer) and the measuring loop (reader).
@@ -125,7 +127,7 @@ impl Metadata {
         let now = Instant::now();
         let previous = s.index.clone();
         for (uid, pod) in &previous.pods {
-            if !current.pods.contains_key(uid) && !s.departed.contains_key(uid) {
+            if !current.pods.contains_key(uid) && !s.departed.contains(uid) {
                 let containers = previous
                     .containers
                     .iter()
@@ -136,14 +138,13 @@ impl Metadata {
                     pods: [(uid.clone(), pod.clone())].into_iter().collect(),
                     containers,
                 };
-                s.departed.insert(uid.clone(), (now, kept));
+                s.departed.end(uid.clone(), now, kept);
             }
         }
-        s.departed.retain(|uid, (since, _)| {
-            !current.pods.contains_key(uid) && since.elapsed() < retention
-        });
+        s.departed.resume_if(|uid| current.pods.contains_key(uid));
+        s.departed.expire(now, retention, usize::MAX);
         let mut merged = current;
-        for (_, kept) in s.departed.values() {
+        for (_, _, kept) in s.departed.iter() {
             merged.pods.extend(kept.pods.clone());
             merged.containers.extend(kept.containers.clone());
         }

@@ -5,8 +5,9 @@ use proptest::prelude::*;
 
 use super::{split::tests::policy, *};
 use crate::{
-    kernel::{CgroupSample, CpuTime},
+    kernel::{CgroupSample, CpuTime, PmuCounters},
     power::{SourceKind, ZoneSample},
+    workload::Workload,
 };
 
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -26,7 +27,6 @@ fn counters(at_s: u64, cgroups: &[(u64, &str, u64, bool)], busy_ns: u64) -> Coun
                             ..Default::default()
                         },
                         gone: *gone,
-                        carried: CgroupCounters::default(),
                     },
                 )
             })
@@ -119,7 +119,7 @@ fn three_to_one_with_a_configured_idle() {
 }
 
 #[test]
-fn carried_totals_are_not_counted_twice_and_stopped_workloads_expire() {
+fn a_restarted_cgroup_adds_to_its_workload_which_never_goes_back_and_stopped_workloads_expire() {
     let mut a = Attributor::new(AttributionOptions {
         retention: Duration::from_secs(5),
         ..AttributionOptions::default()
@@ -130,18 +130,86 @@ fn carried_totals_are_not_counted_twice_and_stopped_workloads_expire() {
         &[],
         0,
     );
-    // Id 1 is removed; id 2 took its path and the kernel carried id 1's 100 ns into it.
-    let mut c = counters(2, &[(2, "/a/b", 150, false)], 150);
-    c.cgroups.get_mut(&2).unwrap().carried.cpu_ns = 100;
-    let s = a.update(&c, Some(&power(2, 10.0)), &[], 0);
-    let w = &s.workloads[0];
-    assert_eq!(w.counters.cpu_ns, 150, "100 from id 1, 50 from id 2");
+    // Id 1 is removed (the kernel still reports its final 100 ns); id 2 is the path re-created,
+    // with its own 50 ns.
+    let s = a.update(
+        &counters(2, &[(1, "/a/b", 100, true), (2, "/a/b", 50, false)], 150),
+        Some(&power(2, 10.0)),
+        &[],
+        0,
+    );
+    assert_eq!(s.workloads.len(), 1, "one workload: the path");
+    assert_eq!(
+        s.workloads[0].counters.cpu_ns, 150,
+        "100 from id 1, 50 from id 2"
+    );
+    assert!(s.workloads[0].running);
+    let joules = s.workloads[0].joules[0];
+    // The kernel forgets id 1: the workload keeps what it counted.
+    let s = a.update(
+        &counters(3, &[(2, "/a/b", 60, false)], 160),
+        Some(&power(3, 20.0)),
+        &[],
+        0,
+    );
+    assert_eq!(
+        s.workloads[0].counters.cpu_ns, 160,
+        "never back to id 2's 60"
+    );
+    assert!(s.workloads[0].joules[0] > joules);
     // The workload stops; after the retention its series go.
-    let s = a.update(&counters(3, &[], 150), Some(&power(3, 20.0)), &[], 0);
+    let s = a.update(&counters(4, &[], 160), Some(&power(4, 30.0)), &[], 0);
     assert!(!s.workloads[0].running);
-    let s = a.update(&counters(9, &[], 150), Some(&power(9, 30.0)), &[], 0);
+    assert_eq!(s.workloads[0].counters.cpu_ns, 160);
+    let s = a.update(&counters(7, &[], 160), Some(&power(7, 40.0)), &[], 0);
+    assert_eq!(s.workloads.len(), 1, "4 s after it was last reported");
+    let s = a.update(&counters(8, &[], 160), Some(&power(8, 50.0)), &[], 0);
     assert!(s.workloads.is_empty());
-    assert_eq!(s.node[0].active_joules + s.node[0].idle_joules, 30.0);
+    assert_eq!(s.node[0].active_joules + s.node[0].idle_joules, 50.0);
+    assert_eq!(s.expired_joules[0], s.node[0].active_joules);
+}
+
+#[test]
+fn beyond_the_bound_the_longest_stopped_expire_first_and_running_ones_stay() {
+    let mut a = Attributor::new(AttributionOptions {
+        max_workloads: 2,
+        ..AttributionOptions::default()
+    });
+    a.update(
+        &counters(1, &[(1, "/a", 10, false), (2, "/b", 10, false)], 20),
+        None,
+        &[],
+        0,
+    );
+    // /a stops (it leaves the snapshot): two workloads, within the bound.
+    let s = a.update(&counters(2, &[(2, "/b", 10, false)], 20), None, &[], 0);
+    assert_eq!(s.workloads.len(), 2);
+    // /b stops too (removed: reported as gone) and /c starts: one too many, /a goes first.
+    let s = a.update(
+        &counters(3, &[(2, "/b", 10, true), (3, "/c", 10, false)], 30),
+        None,
+        &[],
+        0,
+    );
+    assert_eq!(cpu_of(&s, "/a"), None, "the longest-stopped went");
+    assert_eq!(cpu_of(&s, "/b"), Some(10));
+    assert_eq!(s.workloads.len(), 2);
+    // Over the bound with running workloads: they all stay; the stopped one goes.
+    let rows = [
+        (3, "/c", 20, false),
+        (4, "/d", 5, false),
+        (5, "/e", 5, false),
+    ];
+    let s = a.update(&counters(4, &rows, 60), None, &[], 0);
+    assert_eq!(cpu_of(&s, "/b"), None);
+    assert_eq!(s.workloads.len(), 3, "running workloads never expire");
+}
+
+fn cpu_of(s: &AttributionSnapshot, path: &str) -> Option<u64> {
+    s.workloads
+        .iter()
+        .find(|w| matches!(&w.workload, Workload::Cgroup(p) if &**p == path))
+        .map(|w| w.counters.cpu_ns)
 }
 
 #[test]
@@ -340,7 +408,6 @@ proptest! {
                     path: Some(Arc::from(path)),
                     counters: CgroupCounters { cpu_ns: cpu, ..Default::default() },
                     gone,
-                    carried: CgroupCounters::default(),
                 });
             }
             let s = a.update(&c, Some(&power(t as u64 + 1, total_joules)), &[], 0);

@@ -52,13 +52,11 @@ pub struct CgroupSample {
     /// Path under the cgroup v2 root (`/` is the root cgroup: kernel threads, host processes);
     /// `None` for a cgroup that was created and removed between two reads.
     pub path: Option<Arc<str>>,
-    /// Cumulative since the agent started counting, including time before removal.
+    /// What the kernel counted for this cgroup id since the agent started, including time
+    /// before its removal. A cgroup re-created at the same path has a new id and starts at zero.
     pub counters: CgroupCounters,
     /// The cgroup has been removed; its totals are final.
     pub gone: bool,
-    /// Part of `counters` carried in from removed cgroups that had the same path (a restarted
-    /// service), so that the path's totals never go backwards. Not this cgroup's own activity.
-    pub carried: CgroupCounters,
 }
 
 /// Which PMU counters feed the cycles/instructions columns.

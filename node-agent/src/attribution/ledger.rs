@@ -1,0 +1,242 @@
+//! The attribution ledger: what each workload, each pod, the node and the agent have been given
+//! so far, per zone, and when stopped workloads expire. Workload totals live here and nowhere
+//! else: they only ever grow, whatever happens to the cgroups behind them (removed, re-created
+//! under a new id at the same path, dropped from the kernel's snapshot), until the workload
+//! expires and its energy moves to the expired total.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use node_agent_common::CgroupCounters;
+
+use super::{
+    AttributionSnapshot, NodeZone, PodTotals, WorkloadTotals, idle::IdleEstimates, split::Split,
+};
+use crate::{retention::Retention, workload::Workload};
+
+#[derive(Debug, Default)]
+struct Entry {
+    counters: CgroupCounters,
+    /// Per zone index (see `Ledger::zone_names`): joules so far, this interval's joules, and
+    /// this interval's power.
+    joules: Vec<f64>,
+    interval: Vec<f64>,
+    watts: Vec<Option<f64>>,
+    running: bool,
+}
+
+#[derive(Debug, Default)]
+struct PodEntry {
+    joules: Vec<f64>,
+    watts: Vec<Option<f64>>,
+    running: bool,
+}
+
+#[derive(Debug, Default)]
+struct NodeEntry {
+    active: f64,
+    idle: f64,
+    kept: f64,
+    active_watts: Option<f64>,
+    idle_watts: Option<f64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// Zone names, in the order of the per-zone vectors.
+    zone_names: Vec<String>,
+    workloads: BTreeMap<Workload, Entry>,
+    /// Workloads not running, since the kernel last reported them.
+    stopped: Retention<Workload>,
+    /// When the previous interval was counted.
+    last_at: Duration,
+    /// Pods' totals are kept here, not summed from the containers still tracked, so that a
+    /// pod's series never goes back when one of its containers expires.
+    pods: BTreeMap<Arc<str>, PodEntry>,
+    node: BTreeMap<String, NodeEntry>,
+    agent_joules: Vec<f64>,
+    /// Energy of workloads whose series expired, per zone.
+    expired_joules: Vec<f64>,
+}
+
+/// `v[i]`, growing `v` as needed.
+fn at<T: Default + Clone>(v: &mut Vec<T>, i: usize) -> &mut T {
+    if v.len() <= i {
+        v.resize(i + 1, T::default());
+    }
+    &mut v[i]
+}
+
+fn get<T: Default + Clone>(v: &[T], i: Option<usize>) -> T {
+    i.and_then(|i| v.get(i).cloned()).unwrap_or_default()
+}
+
+impl Ledger {
+    /// Starts the interval at `now`: every workload starts it stopped and without power; those
+    /// the kernel reported add what they counted and say whether they run.
+    pub fn count(&mut self, now: Duration, reported: &BTreeMap<Workload, (CgroupCounters, bool)>) {
+        for (w, e) in &mut self.workloads {
+            e.watts.fill(None);
+            e.interval.fill(0.0);
+            // Running at the last interval and not reported now: stopped as of then.
+            if std::mem::take(&mut e.running) && !reported.contains_key(w) {
+                self.stopped.end(w.clone(), self.last_at, ());
+            }
+        }
+        for (w, (d, running)) in reported {
+            let e = self.workloads.entry(w.clone()).or_default();
+            e.counters.add(d);
+            e.running = *running;
+            if *running {
+                self.stopped.resume(w);
+            } else {
+                self.stopped.renew(w.clone(), now, ());
+            }
+        }
+        self.last_at = now;
+    }
+
+    /// Adds one zone's energy of the interval, split, over `dt` seconds: the node's parts, each
+    /// workload's (`keys` in the order of the split), and the agent's part of active energy.
+    pub fn charge(
+        &mut self,
+        zone: &str,
+        s: &Split,
+        dt: f64,
+        keys: &[Workload],
+        agent_fraction: Option<f64>,
+    ) {
+        let zi = self.zone_index(zone);
+        let per_s = |j: f64| (dt > 0.0).then(|| j / dt);
+        let node = self.node.entry(zone.to_owned()).or_default();
+        node.active += s.active;
+        node.idle += s.idle;
+        node.kept += s.kept_by_node;
+        node.active_watts = per_s(s.active);
+        node.idle_watts = per_s(s.idle);
+        for (i, w) in keys.iter().enumerate() {
+            let j = s.workload_active[i] + s.workload_idle[i];
+            if let Some(e) = self.workloads.get_mut(w) {
+                *at(&mut e.joules, zi) += j;
+                *at(&mut e.interval, zi) += j;
+                *at(&mut e.watts, zi) = per_s(j);
+            }
+        }
+        if let Some(f) = agent_fraction {
+            *at(&mut self.agent_joules, zi) += s.active * f;
+        }
+    }
+
+    fn zone_index(&mut self, zone: &str) -> usize {
+        match self.zone_names.iter().position(|z| z == zone) {
+            Some(i) => i,
+            None => {
+                self.zone_names.push(zone.to_owned());
+                self.zone_names.len() - 1
+            }
+        }
+    }
+
+    /// Adds the interval's container energy and power to their pods.
+    pub fn roll_up_pods(&mut self) {
+        for p in self.pods.values_mut() {
+            p.watts.fill(None);
+            p.running = false;
+        }
+        for (w, e) in &self.workloads {
+            let Workload::Container(c) = w else { continue };
+            let Some(uid) = &c.pod_uid else { continue };
+            let p = self.pods.entry(uid.clone()).or_default();
+            p.running |= e.running;
+            for (zi, j) in e.interval.iter().enumerate() {
+                *at(&mut p.joules, zi) += j;
+            }
+            for (zi, watts) in e.watts.iter().enumerate() {
+                if let Some(w) = watts {
+                    *at(&mut p.watts, zi).get_or_insert(0.0) += w;
+                }
+            }
+        }
+    }
+
+    /// Stopped workloads go `keep_for` after the kernel last reported them, and beyond `max`
+    /// workloads the longest-stopped go first (running ones never); their energy moves to the
+    /// expired total so that the node's sums still reconcile. A pod goes with its last container.
+    pub fn expire(&mut self, now: Duration, keep_for: Duration, max: usize) {
+        let running = self.workloads.values().filter(|e| e.running).count();
+        let room = max.saturating_sub(running);
+        for (w, ()) in self.stopped.expire(now, keep_for, room) {
+            if let Some(e) = self.workloads.remove(&w) {
+                for (zi, j) in e.joules.iter().enumerate() {
+                    *at(&mut self.expired_joules, zi) += j;
+                }
+            }
+        }
+        let live_pods: HashSet<&Arc<str>> = self
+            .workloads
+            .keys()
+            .filter_map(|w| match w {
+                Workload::Container(c) => c.pod_uid.as_ref(),
+                Workload::Cgroup(_) => None,
+            })
+            .collect();
+        self.pods.retain(|uid, _| live_pods.contains(uid));
+    }
+
+    /// The totals, per zone in the order of `zones`.
+    pub fn snapshot(
+        &self,
+        zones: Vec<String>,
+        idle: &IdleEstimates,
+        shared_by_cycles: bool,
+        agent_cpu_seconds: f64,
+    ) -> AttributionSnapshot {
+        let idx: Vec<Option<usize>> = zones
+            .iter()
+            .map(|z| self.zone_names.iter().position(|n| n == z))
+            .collect();
+        let per_zone = |v: &[f64]| idx.iter().map(|i| get(v, *i)).collect::<Vec<_>>();
+        let watts = |v: &[Option<f64>]| idx.iter().map(|i| get(v, *i)).collect::<Vec<_>>();
+        AttributionSnapshot {
+            node: zones.iter().map(|z| self.node_zone(z, idle)).collect(),
+            workloads: (self.workloads.iter())
+                .map(|(w, e)| WorkloadTotals {
+                    workload: w.clone(),
+                    running: e.running,
+                    counters: e.counters,
+                    joules: per_zone(&e.joules),
+                    watts: watts(&e.watts),
+                })
+                .collect(),
+            shared_by_cycles,
+            agent_cpu_seconds,
+            agent_joules: per_zone(&self.agent_joules),
+            pods: (self.pods.iter())
+                .map(|(uid, p)| PodTotals {
+                    uid: uid.clone(),
+                    running: p.running,
+                    joules: per_zone(&p.joules),
+                    watts: watts(&p.watts),
+                })
+                .collect(),
+            expired_joules: per_zone(&self.expired_joules),
+            zones,
+        }
+    }
+
+    fn node_zone(&self, zone: &str, idle: &IdleEstimates) -> NodeZone {
+        let n = self.node.get(zone);
+        NodeZone {
+            zone: zone.to_owned(),
+            active_joules: n.map_or(0.0, |n| n.active),
+            idle_joules: n.map_or(0.0, |n| n.idle),
+            kept_joules: n.map_or(0.0, |n| n.kept),
+            active_watts: n.and_then(|n| n.active_watts),
+            idle_watts: n.and_then(|n| n.idle_watts),
+            idle_estimate: idle.estimate(zone),
+        }
+    }
+}
