@@ -149,6 +149,29 @@ fn install_bpf_linker(sysroot: &Path, llvm_major: u32, home: &Path) -> Result<()
         .arg(home))
 }
 
+/// rustfmt and clippy for the active toolchain, and clippy for the nightly (it lints the eBPF
+/// crate; the nightly's minimal profile lacks it).
+pub fn ensure_lint_tools() -> Result<()> {
+    let runs = |cmd: &mut Command| {
+        cmd.arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    for (component, tool) in [("rustfmt", "cargo-fmt"), ("clippy", "cargo-clippy")] {
+        if !runs(&mut Command::new(tool)) {
+            eprintln!("xtask: installing {component}");
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    if !runs(Command::new("rustup").args(["run", NIGHTLY, "cargo-clippy"])) {
+        eprintln!("xtask: installing clippy for the nightly toolchain (it lints the eBPF crate)");
+        run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", NIGHTLY]))?;
+    }
+    Ok(())
+}
+
 /// Prometheus and promtool, from Debian's packages, for the end-to-end tests.
 pub fn ensure_prometheus() -> Result<()> {
     let have = |b: &str| {
