@@ -104,7 +104,7 @@ pub fn run_captured(cmd: &mut Command) -> Result<Captured, String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot start `{shown}`: {e} (the eBPF build needs rustup)"))?;
+        .map_err(|e| format!("cannot start `{shown}`: {e}"))?;
     let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
     log.push_str(&String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {

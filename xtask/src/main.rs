@@ -11,10 +11,8 @@ mod ebpf_build;
 mod setup;
 
 use std::{
-    io::IsTerminal as _,
     path::{Path, PathBuf},
     process::{Command, ExitCode},
-    time::Instant,
 };
 
 use anyhow::{Result, bail};
@@ -126,32 +124,13 @@ impl Prepared {
     }
 }
 
-/// Builds every eBPF object, showing one progress line; the nested build's whole output only
-/// when it fails or warns.
+/// Builds every eBPF object behind one progress line.
 fn build_ebpf(ebpf: &EbpfBuild) -> Result<()> {
-    eprint!("xtask: building the eBPF programs (nightly toolchain, bpf target)… ");
-    let start = Instant::now();
-    let mut cmd = ebpf.build_command();
-    if std::io::stderr().is_terminal() {
-        cmd.arg("--color=always");
-    }
-    match ebpf_build::run_captured(&mut cmd) {
-        Err(log) => {
-            eprintln!("failed\n{log}");
-            bail!("the eBPF build failed: its output is above");
-        }
-        Ok(run) => {
-            if run.compiled {
-                eprintln!("done in {:.0} s", start.elapsed().as_secs_f64());
-            } else {
-                eprintln!("up to date");
-            }
-            if run.warned {
-                eprintln!("{}", run.log);
-            }
-        }
-    }
-    Ok(())
+    setup::run_quietly(
+        "building the eBPF programs (nightly toolchain, bpf target)",
+        setup::ShowLog::OnWarning,
+        &mut ebpf.build_command(),
+    )
 }
 
 fn build_agent(prepared: &Prepared) -> Result<PathBuf> {
