@@ -1,7 +1,7 @@
 //! How the eBPF objects are built: one nested nightly cargo over node-agent-ebpf's binaries (each
 //! binary is one object) for the bpf target, with `-Z build-std=core` and bpf-linker, as
 //! aya-build 0.2.0 does. Its output is captured rather than forwarded line by line: the caller
-//! shows it only when the build fails.
+//! shows it only when the build fails or warns.
 //!
 //! Shared by xtask (which builds the objects once, with a progress line, for every profile) and
 //! node-agent/build.rs (which includes this file by path, for a plain `cargo build`), so that the
