@@ -5,14 +5,17 @@
 //! always agree on the layout.
 #![no_std]
 
-/// Names of the maps and globals in the eBPF object; the agent looks them up by these names.
+/// Names of the programs, maps and globals in the eBPF objects; the agent and the benchmark look
+/// them up by these names.
 pub mod names {
     /// The sched_switch accounting program.
     pub const PROGRAM: &str = "sched_switch";
-    /// Reference program for the benchmark: does nothing.
+    /// Reference program, in the benchmark's object only: does nothing.
     pub const PROGRAM_EMPTY: &str = "sched_switch_empty";
-    /// Reference program for the benchmark: clock + cgroup id + per-CPU array store.
+    /// Reference program, in the benchmark's object only: clock + cgroup id + per-CPU array store.
     pub const PROGRAM_FLOOR: &str = "sched_switch_floor";
+    /// The floor program's per-CPU array, in the benchmark's object only.
+    pub const FLOOR: &str = "FLOOR";
     /// Per-CPU hash: cgroup id (u64) → [`CgroupCounters`](crate::CgroupCounters).
     pub const CGROUPS: &str = "CGROUPS";
     /// Per-CPU array of one [`CpuCounters`](crate::CpuCounters).

@@ -23,9 +23,9 @@ pub fn cgroup2_root() -> Result<PathBuf> {
 /// Whether we can do what the eBPF tests need.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the eBPF tests need root: run `sudo -E cargo xtask test`"
     );
 }

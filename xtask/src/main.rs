@@ -1,6 +1,13 @@
-//! `cargo xtask`: the two commands (`run`, `test`) and their helpers. Every command first makes
-//! sure the toolchain pieces the eBPF build needs are installed, idempotently, and says so.
+//! `cargo xtask`: the commands (`setup`, `build`, `run`, `test`, `bench`, `lint`) and their
+//! helpers. Every command first makes sure the toolchain pieces the eBPF build needs are
+//! installed, idempotently, then builds the eBPF objects once (a progress line, not the nested
+//! build's output) and hands them to every cargo invocation through WATTLET_EBPF_DIR.
 
+#[allow(
+    dead_code,
+    reason = "shared with node-agent/build.rs, which uses other parts"
+)]
+mod ebpf_build;
 mod setup;
 
 use std::{
@@ -10,6 +17,8 @@ use std::{
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+
+use ebpf_build::{BENCH_OBJECT, EbpfBuild};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -36,7 +45,8 @@ enum Cmd {
     },
     /// Run the benchmarks and print their figures (needs root).
     Bench,
-    /// cargo fmt --check and clippy on the userspace crates.
+    /// cargo fmt --check; clippy (warnings are errors) on the userspace crates, and on the eBPF
+    /// crate for its own target.
     Lint,
 }
 
@@ -57,95 +67,152 @@ fn run(cli: Cli) -> Result<()> {
             setup::ensure_build_tools()?;
         }
         Cmd::Build => {
-            let tools = setup::ensure_build_tools()?;
-            build_agent(&root, &tools)?;
+            build_agent(&Prepared::new(&root)?)?;
         }
-        Cmd::Run { args } => {
-            let tools = setup::ensure_build_tools()?;
-            let bin = build_agent(&root, &tools)?;
-            require_root("cargo xtask run", "sudo -E cargo xtask run")?;
-            let args = if args.is_empty() {
-                vec!["run".to_owned()]
-            } else {
-                args
-            };
-            eprintln!("xtask: running {} {}", bin.display(), args.join(" "));
-            let status = Command::new(&bin).args(&args).status()?;
-            if !status.success() {
-                bail!("wattlet exited with {status}");
-            }
-        }
+        Cmd::Run { args } => run_agent(&Prepared::new(&root)?, args)?,
         Cmd::Test { filter } => {
-            let tools = setup::ensure_build_tools()?;
+            let prepared = Prepared::new(&root)?;
             setup::ensure_prometheus()?;
-            let bin = build_agent(&root, &tools)?;
-            eprintln!("xtask: unit tests");
-            let mut unit = cargo(&tools);
-            unit.args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "integration-tests",
-                "--exclude",
-                "node-agent-ebpf",
-            ]);
-            if let Some(f) = &filter {
-                unit.arg(f);
-            }
-            setup::run(unit.current_dir(&root))?;
-            require_root(
-                "the eBPF tests (real programs in real cgroups)",
-                "sudo -E cargo xtask test",
-            )?;
-            eprintln!("xtask: eBPF and end-to-end tests (serial: they measure CPU time)");
-            let mut it = cargo(&tools);
-            it.args(["test", "--release", "-p", "integration-tests", "--"])
-                .args(["--test-threads=1", "--nocapture"]);
-            if let Some(f) = &filter {
-                it.arg(f);
-            }
-            setup::run(it.current_dir(&root).env("WATTLET_BIN", &bin))?;
+            test(&prepared, filter.as_deref())?;
         }
         Cmd::Bench => {
-            let tools = setup::ensure_build_tools()?;
-            let bin = build_agent(&root, &tools)?;
+            let prepared = Prepared::new(&root)?;
+            let bin = build_agent(&prepared)?;
             require_root("the benchmarks", "sudo -E cargo xtask bench")?;
-            let mut b = cargo(&tools);
-            b.args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "integration-tests",
-                "--bin",
-                "wattlet-bench",
-            ]);
-            setup::run(b.current_dir(&root).env("WATTLET_BIN", &bin))?;
+            let mut b = prepared.cargo();
+            b.args(["run", "--quiet", "--release", "-p", "integration-tests"])
+                .args(["--bin", "wattlet-bench"])
+                .env("WATTLET_BIN", &bin)
+                .env("WATTLET_BENCH_OBJECT", prepared.ebpf.object(BENCH_OBJECT));
+            setup::run(&mut b)?;
         }
-        Cmd::Lint => {
-            let tools = setup::ensure_build_tools()?;
-            setup::run(
-                cargo(&tools)
-                    .args(["fmt", "--all", "--check"])
-                    .current_dir(&root),
-            )?;
-            setup::run(
-                cargo(&tools)
-                    .args([
-                        "clippy",
-                        "--workspace",
-                        "--exclude",
-                        "node-agent-ebpf",
-                        "--all-targets",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ])
-                    .current_dir(&root),
-            )?;
-        }
+        Cmd::Lint => lint(&root)?,
     }
     Ok(())
+}
+
+/// The toolchain pieces in place and the eBPF objects built: what every cargo command here needs.
+struct Prepared {
+    root: PathBuf,
+    ebpf: EbpfBuild,
+}
+
+impl Prepared {
+    fn new(root: &Path) -> Result<Self> {
+        let tools = setup::ensure_build_tools()?;
+        let ebpf = EbpfBuild {
+            workspace: root.to_owned(),
+            target_dir: target_dir(root).join("ebpf"),
+            arch: std::env::consts::ARCH.to_owned(),
+            big_endian: cfg!(target_endian = "big"),
+            linker_dir: Some(tools.bpf_linker_dir),
+        };
+        build_ebpf(&ebpf)?;
+        Ok(Self {
+            root: root.to_owned(),
+            ebpf,
+        })
+    }
+
+    /// A cargo command in the workspace whose node-agent build embeds the objects just built
+    /// (node-agent/build.rs reads WATTLET_EBPF_DIR).
+    fn cargo(&self) -> Command {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(&self.root)
+            .env("WATTLET_EBPF_DIR", self.ebpf.objects_dir());
+        c
+    }
+}
+
+/// Builds every eBPF object behind one progress line.
+fn build_ebpf(ebpf: &EbpfBuild) -> Result<()> {
+    setup::run_quietly(
+        "building the eBPF programs (nightly toolchain, bpf target)",
+        setup::ShowLog::OnWarning,
+        &mut ebpf.build_command(),
+    )
+}
+
+fn build_agent(prepared: &Prepared) -> Result<PathBuf> {
+    eprintln!("xtask: building wattlet (release, eBPF programs embedded)");
+    setup::run(
+        prepared
+            .cargo()
+            .args(["build", "--release", "-p", "node-agent"]),
+    )?;
+    Ok(target_dir(&prepared.root).join("release/wattlet"))
+}
+
+fn run_agent(prepared: &Prepared, args: Vec<String>) -> Result<()> {
+    let bin = build_agent(prepared)?;
+    require_root("cargo xtask run", "sudo -E cargo xtask run")?;
+    let args = if args.is_empty() {
+        vec!["run".to_owned()]
+    } else {
+        args
+    };
+    eprintln!("xtask: running {} {}", bin.display(), args.join(" "));
+    let status = Command::new(&bin).args(&args).status()?;
+    if !status.success() {
+        bail!("wattlet exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(prepared: &Prepared, filter: Option<&str>) -> Result<()> {
+    let bin = build_agent(prepared)?;
+    eprintln!("xtask: unit tests");
+    let mut unit = prepared.cargo();
+    unit.args(["test", "--workspace"]).args([
+        "--exclude",
+        "integration-tests",
+        "--exclude",
+        "node-agent-ebpf",
+    ]);
+    unit.args(filter);
+    setup::run(&mut unit)?;
+    require_root(
+        "the eBPF tests (real programs in real cgroups)",
+        "sudo -E cargo xtask test",
+    )?;
+    eprintln!("xtask: eBPF and end-to-end tests (serial: they measure CPU time)");
+    let mut it = prepared.cargo();
+    it.args(["test", "--release", "-p", "integration-tests", "--"])
+        .args(["--test-threads=1", "--nocapture"])
+        .args(filter)
+        .env("WATTLET_BIN", &bin);
+    setup::run(&mut it)
+}
+
+/// Formatting, then clippy with warnings as errors: the userspace crates together, the eBPF
+/// crate alone for its own target (built with them, feature unification would pull std in).
+fn lint(root: &Path) -> Result<()> {
+    setup::ensure_lint_tools()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    setup::run(
+        Command::new(&cargo)
+            .args(["fmt", "--all", "--check"])
+            .current_dir(root),
+    )?;
+    let prepared = Prepared::new(root)?;
+    eprintln!("xtask: clippy, userspace crates");
+    setup::run(prepared.cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "node-agent-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    eprintln!("xtask: clippy, eBPF crate (nightly, bpf target)");
+    setup::run(
+        prepared
+            .ebpf
+            .cargo("clippy")
+            .args(["--lib", "--bins", "--", "-D", "warnings"]),
+    )
 }
 
 fn workspace_root() -> PathBuf {
@@ -155,24 +222,10 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A cargo command that finds bpf-linker (through node-agent's build.rs).
-fn cargo(tools: &setup::Tools) -> Command {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.env("WATTLET_BPF_LINKER_DIR", &tools.bpf_linker_dir);
-    c
-}
-
-fn build_agent(root: &Path, tools: &setup::Tools) -> Result<PathBuf> {
-    eprintln!("xtask: building wattlet (release, eBPF programs embedded)");
-    setup::run(
-        cargo(tools)
-            .args(["build", "--release", "-p", "node-agent"])
-            .current_dir(root),
-    )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("release/wattlet"))
+        .unwrap_or_else(|| root.join("target"))
 }
 
 fn require_root(what: &str, how: &str) -> Result<()> {

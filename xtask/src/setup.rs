@@ -4,11 +4,15 @@
 
 use std::{
     env, fs,
+    io::IsTerminal as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::ebpf_build::run_captured;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
@@ -101,11 +105,6 @@ fn llvm_major(rustc_vv: &str) -> Option<u32> {
 }
 
 fn install_bpf_linker(sysroot: &Path, llvm_major: u32, home: &Path) -> Result<()> {
-    eprintln!(
-        "xtask: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major} \
-         into {} (about a minute, once)",
-        home.display()
-    );
     // The nightly ships libLLVM as lib/libLLVM.so.<major>.<minor>-rust-<ver>; bpf-linker's build
     // looks for <prefix>/lib/libLLVM.so, and its binary keeps an rpath to <prefix>/lib.
     let lib = sysroot.join("lib");
@@ -130,23 +129,56 @@ fn install_bpf_linker(sysroot: &Path, llvm_major: u32, home: &Path) -> Result<()
             .with_context(|| format!("linking {}", link.display()))?;
     }
     let work = env::temp_dir();
-    run(Command::new("cargo")
-        .current_dir(&work)
-        .env("LLVM_PREFIX", &prefix)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--locked",
-            "--no-default-features",
-            "--features",
-        ])
-        .arg(format!("llvm-{llvm_major}"))
-        .arg("--root")
-        .arg(home))
+    let what = format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {llvm_major}, into {} \
+         (once, a few minutes)",
+        home.display()
+    );
+    // cargo install warns that the --root is not on PATH: expected, xtask passes the full path.
+    run_quietly(
+        &what,
+        ShowLog::OnFailure,
+        Command::new("cargo")
+            .current_dir(&work)
+            .env("LLVM_PREFIX", &prefix)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{llvm_major}"))
+            .arg("--root")
+            .arg(home),
+    )
+}
+
+/// rustfmt and clippy for the active toolchain, and clippy for the nightly (it lints the eBPF
+/// crate; the nightly's minimal profile lacks it).
+pub fn ensure_lint_tools() -> Result<()> {
+    let runs = |cmd: &mut Command| {
+        cmd.arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    for (component, tool) in [("rustfmt", "cargo-fmt"), ("clippy", "cargo-clippy")] {
+        if !runs(&mut Command::new(tool)) {
+            eprintln!("xtask: installing {component}");
+            run(Command::new("rustup").args(["component", "add", component]))?;
+        }
+    }
+    if !runs(Command::new("rustup").args(["run", NIGHTLY, "cargo-clippy"])) {
+        eprintln!("xtask: installing clippy for the nightly toolchain (it lints the eBPF crate)");
+        run(Command::new("rustup").args(["component", "add", "clippy", "--toolchain", NIGHTLY]))?;
+    }
+    Ok(())
 }
 
 /// Prometheus and promtool, from Debian's packages, for the end-to-end tests.
@@ -179,6 +211,40 @@ pub fn ensure_prometheus() -> Result<()> {
             "--no-install-recommends",
             "prometheus",
         ]))
+}
+
+/// When [`run_quietly`] shows a successful command's output.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ShowLog {
+    OnFailure,
+    /// Also when the compiler warned.
+    OnWarning,
+}
+
+/// Runs a long, chatty command (a cargo build) behind one progress line; its whole output is
+/// shown only when it fails (or warns, if asked).
+pub fn run_quietly(what: &str, show: ShowLog, cmd: &mut Command) -> Result<()> {
+    eprint!("xtask: {what}… ");
+    let start = Instant::now();
+    if std::io::stderr().is_terminal() {
+        cmd.env("CARGO_TERM_COLOR", "always");
+    }
+    let run = match run_captured(cmd) {
+        Ok(run) => run,
+        Err(log) => {
+            eprintln!("failed\n{log}");
+            bail!("{what} failed: its output is above");
+        }
+    };
+    if run.compiled {
+        eprintln!("done in {:.0} s", start.elapsed().as_secs_f64());
+    } else {
+        eprintln!("up to date");
+    }
+    if run.warned && show == ShowLog::OnWarning {
+        eprintln!("{}", run.log);
+    }
+    Ok(())
 }
 
 /// Runs a command to completion; an error names it and its exit status.

@@ -2,7 +2,9 @@
 //! - Cost per event of the sched_switch accounting program, measured by the kernel
 //!   (BPF_ENABLE_STATS: run_time_ns / run_cnt) in the same run and under the same load as two
 //!   reference programs on the same tracepoint: an empty one, and a "floor" that only reads the
-//!   clock and the cgroup id and stores to a per-CPU array.
+//!   clock and the cgroup id and stores to a per-CPU array. They come from the benchmark's own
+//!   eBPF object (node-agent-ebpf's `node-agent-bench` binary, which xtask builds and names in
+//!   WATTLET_BENCH_OBJECT): the agent's object carries only the accounting program.
 //! - One full read of every zone of a two-socket powercap fixture tree.
 
 use std::{
@@ -19,7 +21,7 @@ use aya::{
     EbpfLoader,
     sys::{Stats, enable_stats},
 };
-use node_agent::kernel::{EBPF_OBJECT, attach};
+use node_agent::kernel::attach;
 use node_agent_common::{DEFAULT_MAX_CGROUPS, names};
 
 const ROUNDS: usize = 3;
@@ -31,6 +33,10 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("the benchmark loads eBPF programs: run `sudo -E cargo xtask bench`");
     }
+    let object = std::env::var_os("WATTLET_BENCH_OBJECT").context(
+        "WATTLET_BENCH_OBJECT is not set: run `sudo -E cargo xtask bench`, which builds the \
+         benchmark's eBPF object and names it there",
+    )?;
     let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
     let programs = [names::PROGRAM_EMPTY, names::PROGRAM_FLOOR, names::PROGRAM];
     let mut time = [0u128; 3];
@@ -45,7 +51,8 @@ fn main() -> Result<()> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CGROUPS, DEFAULT_MAX_CGROUPS)
             .override_global(names::PMU_FLAGS, &0u32, true)
-            .load(EBPF_OBJECT)?;
+            .load_file(&object)
+            .with_context(|| format!("loading {}", object.display()))?;
         for k in 0..programs.len() {
             attach(&mut ebpf, programs[(k + round) % programs.len()])?;
         }
