@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod dashboards;
 pub mod rapl_sim;
 
 /// The cgroup v2 mount of this machine.
@@ -311,16 +312,31 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(targets: &[&str]) -> Result<Self> {
+        Self::start_with_rules(targets, &[])
+    }
+
+    /// [`Prometheus::start`] with rule files loaded (evaluated every second, as groups without
+    /// their own interval are).
+    pub fn start_with_rules(targets: &[&str], rule_files: &[&Path]) -> Result<Self> {
         let port = free_port()?;
         let dir = std::env::temp_dir().join(format!("wattlet-prom-{}-{port}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rules: String = rule_files
+            .iter()
+            .map(|f| format!("  - '{}'\n", f.display()))
+            .collect();
+        let rules = if rules.is_empty() {
+            rules
+        } else {
+            format!("rule_files:\n{rules}")
+        };
         fs::write(
             dir.join("prometheus.yml"),
             format!(
                 "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-                 scrape_configs:\n  - job_name: wattlet\n    static_configs: [{{targets: [{}]}}]\n",
+                 scrape_configs:\n  - job_name: wattlet\n    static_configs: [{{targets: [{}]}}]\n{rules}",
                 list.join(", ")
             ),
         )?;
@@ -345,6 +361,32 @@ impl Prometheus {
             process: Some(process),
             addr,
             dir,
+        })
+    }
+
+    /// GETs an API path (`/api/v1/...` with its query string): the `data` of a successful
+    /// answer, or an error with Prometheus' own message (a PromQL parse error, for one).
+    pub fn api(&self, path: &str) -> Result<serde_json::Value> {
+        let (status, body) = http_get(&self.addr, path, None)?;
+        let mut v: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("{path}: HTTP {status}, not JSON: {body}"))?;
+        if v["status"] != "success" {
+            bail!("{path}: HTTP {status}: {} {}", v["errorType"], v["error"]);
+        }
+        Ok(v["data"].take())
+    }
+
+    /// Evaluates a PromQL expression now: every series of the result (an error names the
+    /// expression and what Prometheus said about it).
+    pub fn query_all(&self, expr: &str) -> Result<Vec<serde_json::Value>> {
+        let data = self
+            .api(&format!("/api/v1/query?query={}", url_encode(expr)))
+            .with_context(|| format!("query {expr}"))?;
+        Ok(match &data["result"] {
+            serde_json::Value::Array(series) => series.clone(),
+            // A scalar or string result is one value.
+            serde_json::Value::Null => Vec::new(),
+            other => vec![other.clone()],
         })
     }
 

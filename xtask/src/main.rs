@@ -73,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { filter } => {
             let prepared = Prepared::new(&root)?;
             setup::ensure_prometheus()?;
+            setup::ensure_helm_python()?;
             test(&prepared, filter.as_deref())?;
         }
         Cmd::Bench => {

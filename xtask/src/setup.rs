@@ -1,5 +1,6 @@
 //! Installs, idempotently, what building and testing need: the nightly's rust-src, bpf-linker
-//! built against the nightly's own libLLVM (no system LLVM), and Prometheus for end-to-end tests.
+//! built against the nightly's own libLLVM (no system LLVM), Prometheus for end-to-end tests, and
+//! Helm's library for Python for the deploy tests.
 //! When everything is in place this costs a few rustc/version invocations.
 
 use std::{
@@ -243,6 +244,29 @@ pub fn run_quietly(what: &str, show: ShowLog, cmd: &mut Command) -> Result<()> {
     }
     if run.warned && show == ShowLog::OnWarning {
         eprintln!("{}", run.log);
+    }
+    Ok(())
+}
+
+/// Helm's own library for Python (PyPI's helm-python-sdk: Helm 4's Go code behind ctypes), with
+/// which the deploy tests render and lint the chart without a helm binary.
+pub fn ensure_helm_python() -> Result<()> {
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", "import helm_python"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing helm-python-sdk (pip) for the deploy tests");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "helm-python-sdk"]))
+        .context("python3 with pip is needed to install helm-python-sdk for the deploy tests")?;
+    if !importable() {
+        bail!("helm-python-sdk was installed but `import helm_python` still fails");
     }
     Ok(())
 }
