@@ -178,7 +178,8 @@ fn test(prepared: &Prepared, filter: Option<&str>) -> Result<()> {
     )?;
     eprintln!("xtask: eBPF and end-to-end tests (serial: they measure CPU time)");
     let mut it = prepared.cargo();
-    it.args(["test", "--release", "-p", "integration-tests", "--"])
+    // Every test binary runs even after one fails, so that one run shows every failure.
+    it.args(["test", "--release", "--no-fail-fast", "-p", "integration-tests", "--"])
         .args(["--test-threads=1", "--nocapture"])
         .args(filter)
         .env("WATTLET_BIN", &bin);
