@@ -3,7 +3,12 @@
 
 use std::path::PathBuf;
 
-use super::{SourceError, SourceKind, model::ModelOverrides, zone::DEFAULT_CEILING_WATTS};
+use super::{
+    SourceError, SourceKind,
+    hwmon::{ChipFile, ChipRules},
+    model::ModelOverrides,
+    zone::DEFAULT_CEILING_WATTS,
+};
 use crate::flags::positive_watts;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -60,6 +65,18 @@ pub struct PowerOptions {
     )]
     pub ceiling_watts: f64,
 
+    /// Extra hwmon chip rules (which voltage goes with which current, which channels are
+    /// shunts), one chip a line in the format of the built-in table: `NAME pair=IN:CURR,…
+    /// shunt=N,… skip-in=N,… skip-curr=N,… index=no`. A chip named here replaces its built-in
+    /// rule.
+    #[arg(
+        long = "power.hwmon.chips",
+        value_name = "FILE",
+        value_parser = ChipFile::parse_flag,
+        global = true
+    )]
+    pub hwmon_chips: Option<ChipFile>,
+
     #[command(flatten)]
     pub model: ModelOverrides,
 }
@@ -72,6 +89,11 @@ impl Default for PowerOptions {
 }
 
 impl PowerOptions {
+    /// The hwmon chip table with `--power.hwmon.chips` over it.
+    pub fn chip_rules(&self) -> ChipRules {
+        ChipRules::new(self.hwmon_chips.as_ref())
+    }
+
     /// What the flags' value parsers cannot check one at a time; the error names the flags.
     pub fn check(&self) -> Result<(), SourceError> {
         Ok(self.model.check()?)

@@ -25,7 +25,7 @@ const SOURCES: &[Source] = &[
     Source {
         kind: SourceKind::Hwmon,
         name: "hwmon",
-        open: |o| Ok(hwmon::open(&o.sysfs, o.ceiling_watts)?),
+        open: |o| Ok(hwmon::open(&o.sysfs, o.ceiling_watts, &o.chip_rules())?),
     },
     Source {
         kind: SourceKind::Model,
