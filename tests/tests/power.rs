@@ -352,7 +352,7 @@ fn check_explains_hwmon_channels_and_the_platform_meter() -> Result<()> {
     assert!(ok, "{text}");
     for line in [
         "[use ] hwmon     0 energy counter(s), 0 power sensor(s) and 2 voltage × current pair(s) on hwmon1 (ina3221), zones vdd_cpu_gpu_cv, vdd_in",
-        "  hwmon0 nct6775\n    in0                  skipped: nothing to pair it with",
+        "  hwmon0 nct6775\n    in0                  skipped: the chip reports no current: a voltage alone gives no power",
         "  hwmon1 ina3221 (pairing rule from the built-in chip table)",
         "    in1 \"VDD_IN\"         × curr1 (_input, paired by the chip table), integrated: zone vdd_in",
         "    in3                  skipped: disabled by the driver (_enable = 0)",

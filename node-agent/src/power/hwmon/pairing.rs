@@ -47,6 +47,8 @@ pub enum Skip {
     Phase,
     /// Nothing to pair this voltage or current with.
     NoPair,
+    /// A voltage on a chip that reports no current at all (a super-I/O's rails).
+    NoCurrents,
     /// The chip measures this channel's energy or power itself, in the named channel.
     Covered { by: String },
     /// Paired, but one side has only `_input` and the other only `_average`.
@@ -63,6 +65,9 @@ impl fmt::Display for Skip {
             Skip::NotSupply => f.write_str("no supply rail (chip table)"),
             Skip::Phase => f.write_str("one phase of a regulator's output current"),
             Skip::NoPair => f.write_str("nothing to pair it with"),
+            Skip::NoCurrents => {
+                f.write_str("the chip reports no current: a voltage alone gives no power")
+            }
             Skip::Covered { by } => write!(f, "the chip measures it as {by}"),
             Skip::NoMatchingReading { with } => write!(
                 f,
@@ -174,11 +179,15 @@ pub fn plan(chip: &Chip, rule: Option<&Rule>) -> Vec<Decision> {
     for (v, c, by) in pairs(chs, rule, &uses) {
         decide_pair(chip, (v, c, by), &measured, &mut uses);
     }
+    let currents = chs.iter().any(|c| c.kind == Kind::Current);
     chs.iter()
         .zip(uses)
         .map(|(c, u)| Decision {
             channel: c.clone(),
-            what: u.unwrap_or(Use::Skipped(Skip::NoPair)),
+            what: u.unwrap_or(Use::Skipped(match c.kind {
+                Kind::Voltage if !currents => Skip::NoCurrents,
+                _ => Skip::NoPair,
+            })),
         })
         .collect()
 }

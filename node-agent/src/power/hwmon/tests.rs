@@ -526,6 +526,10 @@ fn voltages_only_say_so() {
             && e.contains("3 voltage channel(s) give no power without a current"),
         "{e}"
     );
+    assert_eq!(
+        listed(&t, "hwmon2")[0],
+        "in0: skipped: the chip reports no current: a voltage alone gives no power"
+    );
     chip(
         &t,
         "hwmon3",
