@@ -124,7 +124,14 @@ pub fn open_power(opts: &PowerOptions) -> Result<Meter> {
              estimated=\"true\""
         );
     }
-    Ok(Meter::new(opened))
+    let platform = selection
+        .platform
+        .transpose()
+        .context("--power.redfish.url")?;
+    if let Some(p) = &platform {
+        info!("platform power from {}: {}", p.kind, p.description);
+    }
+    Ok(Meter::new(opened).with_platform(platform))
 }
 
 /// What the measuring loop reads and keeps, in the order data flows.

@@ -5,7 +5,10 @@ use std::{fmt::Write as _, path::Path};
 use crate::{
     config::Options,
     kernel::{KernelCounters, KernelOptions, PmuMode, probe},
-    power::{self, Selection, SourceError, SourceKind},
+    power::{
+        self, PlatformKind, PlatformOpened, Selection, SourceError, SourceKind,
+        hwmon::{ChipSurvey, Use},
+    },
     sys,
 };
 
@@ -25,6 +28,14 @@ pub struct Item {
     pub detail: String,
 }
 
+/// The whole-platform meter (`--power.redfish.url`) as opened on this node.
+#[derive(Debug)]
+pub struct PlatformLine {
+    pub kind: PlatformKind,
+    /// What it reads and its power now (and whether it answered), or why it cannot be used.
+    pub outcome: Result<(String, bool), SourceError>,
+}
+
 /// One power source as probed on this node.
 #[derive(Debug)]
 pub struct PowerLine {
@@ -41,6 +52,10 @@ pub struct Report {
     pub power: Vec<PowerLine>,
     /// Why the chosen power source was chosen (or why none could be).
     pub power_why: String,
+    /// The whole-platform meter next to the chosen source, if one is configured.
+    pub platform: Option<PlatformLine>,
+    /// Every hwmon chip and channel seen, and what was made of each.
+    pub hwmon: Vec<ChipSurvey>,
     pub will_use: Vec<String>,
 }
 
@@ -69,6 +84,19 @@ impl Report {
             let _ = writeln!(out, "  [{mark}] {:<9} {text}", p.kind.as_str());
         }
         let _ = writeln!(out, "  Choice: {}.", self.power_why);
+        if let Some(p) = &self.platform {
+            let (mark, text) = match &p.outcome {
+                Ok((found, true)) => ("use ", found.clone()),
+                Ok((found, false)) => ("warn", found.clone()),
+                Err(why) => ("no  ", why.to_string()),
+            };
+            let _ = writeln!(
+                out,
+                "  [{mark}] {:<9} platform zone: {text}",
+                p.kind.as_str()
+            );
+        }
+        render_hwmon(&mut out, &self.hwmon);
         out.push('\n');
         if self.can_run() {
             out.push_str("The agent will use:\n");
@@ -79,6 +107,60 @@ impl Report {
             out.push_str("The agent cannot run on this node: fix the FAIL lines above.\n");
         }
         out
+    }
+}
+
+/// Every hwmon chip and channel, and what was made of each (none if hwmon has no chips).
+fn render_hwmon(out: &mut String, chips: &[ChipSurvey]) {
+    if chips.is_empty() {
+        return;
+    }
+    out.push_str("\nhwmon chips and channels, and what was made of each:\n");
+    for chip in chips {
+        let rule = chip
+            .rule
+            .as_ref()
+            .map(|r| format!(" (pairing rule from {r})"))
+            .unwrap_or_default();
+        if chip.channels.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {} {}: no energy, power, voltage or current channels",
+                chip.hwmon, chip.name
+            );
+            continue;
+        }
+        let _ = writeln!(out, "  {} {}{rule}", chip.hwmon, chip.name);
+        for d in &chip.channels {
+            let label = d
+                .channel
+                .label
+                .as_ref()
+                .map(|l| format!(" {l:?}"))
+                .unwrap_or_default();
+            let name = format!("{}{label}", d.channel);
+            let _ = writeln!(out, "    {name:<20} {}", channel_use(&d.what));
+        }
+    }
+}
+
+fn channel_use(u: &Use) -> String {
+    match u {
+        Use::Energy { zone } => format!("energy counter, zone {zone}"),
+        Use::Power { zone, item } => {
+            format!("power sensor (_{}), integrated: zone {zone}", item.suffix())
+        }
+        Use::Voltage {
+            current,
+            zone,
+            item,
+            by,
+        } => format!(
+            "× curr{current} (_{}, paired {by}), integrated: zone {zone}",
+            item.suffix()
+        ),
+        Use::Current { voltage } => format!("× in{voltage} (see there)"),
+        Use::Skipped(why) => format!("skipped: {why}"),
     }
 }
 
@@ -97,7 +179,7 @@ pub fn run_checks(opts: &Options) -> Report {
     let btf = Path::new(BTF).exists();
     let privileged = sys::has_bpf_privileges();
     let selection = power::select(&opts.power);
-    let findings = [
+    let mut findings = vec![
         (kernel_check(), None),
         (btf_check(btf), None),
         (cgroup_check(opts), None),
@@ -106,6 +188,7 @@ pub fn run_checks(opts: &Options) -> Report {
         pmu_check(opts.kernel.pmu),
         power_check(&selection),
     ];
+    findings.extend(selection.platform.as_ref().map(platform_check));
     let (items, will_use): (Vec<Item>, Vec<Option<String>>) = findings.into_iter().unzip();
     let chosen = selection.chosen.as_ref().map(|o| o.kind);
     let power = selection
@@ -121,6 +204,18 @@ pub fn run_checks(opts: &Options) -> Report {
         items,
         power,
         power_why: selection.why,
+        platform: selection.platform.map(|p| match p {
+            Ok(p) => PlatformLine {
+                kind: p.kind,
+                outcome: Ok((p.description, p.answered)),
+            },
+            Err(e) => PlatformLine {
+                kind: PlatformKind::Redfish,
+                outcome: Err(e),
+            },
+        }),
+        hwmon: power::hwmon::survey(&opts.power.sysfs, &opts.power.chip_rules())
+            .unwrap_or_default(),
         will_use: will_use.into_iter().flatten().collect(),
     }
 }
@@ -265,5 +360,106 @@ fn power_check(selection: &Selection) -> Finding {
             ),
             None,
         ),
+    }
+}
+
+/// The platform meter: used, not answering yet, or unusable (the agent would not start).
+fn platform_check(p: &Result<PlatformOpened, SourceError>) -> Finding {
+    match p {
+        Ok(p) if p.answered => (
+            item(
+                "platform",
+                Status::Ok,
+                format!("{}: {}", p.kind, p.description),
+            ),
+            Some(format!(
+                "whole-platform power from the BMC ({}), as the platform zone",
+                p.kind
+            )),
+        ),
+        Ok(p) => (
+            item(
+                "platform",
+                Status::Degraded,
+                format!("{}: {}", p.kind, p.description),
+            ),
+            Some(format!(
+                "whole-platform power from the BMC ({}) once it answers; the platform zone is \
+                 stale until then",
+                p.kind
+            )),
+        ),
+        Err(e) => (item("platform", Status::Fail, e.to_string()), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::power::{fixture::Tree, hwmon::ChipRules};
+
+    fn report(hwmon: Vec<ChipSurvey>, platform: Option<PlatformLine>) -> Report {
+        Report {
+            items: Vec::new(),
+            power: Vec::new(),
+            power_why: "model is the first preference".into(),
+            platform,
+            hwmon,
+            will_use: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_hwmon_chip_and_channel_is_listed_with_what_was_made_of_it() {
+        let t = Tree::new();
+        let d = "class/hwmon/hwmon1";
+        t.file(&format!("{d}/name"), "ina3221")
+            .file(&format!("{d}/in1_label"), "VDD_IN")
+            .file(&format!("{d}/in1_input"), "5000")
+            .file(&format!("{d}/in2_enable"), "0")
+            .file(&format!("{d}/in2_input"), "0")
+            .file(&format!("{d}/in4_input"), "120")
+            .file(&format!("{d}/curr1_input"), "1000")
+            .file(&format!("{d}/curr2_input"), "0");
+        t.file("class/hwmon/hwmon0/name", "k10temp")
+            .file("class/hwmon/hwmon0/temp1_input", "40000");
+        let chips = power::hwmon::survey(t.root(), &ChipRules::new(None)).unwrap();
+        let text = report(chips, None).render();
+        let expected = "\nhwmon chips and channels, and what was made of each:
+  hwmon0 k10temp: no energy, power, voltage or current channels
+  hwmon1 ina3221 (pairing rule from the built-in chip table)
+    in1 \"VDD_IN\"         × curr1 (_input, paired by the chip table), integrated: zone vdd_in
+    in2                  skipped: disabled by the driver (_enable = 0)
+    in4                  skipped: a shunt voltage, not a supply (chip table)
+    curr1                × in1 (see there)
+    curr2                skipped: nothing to pair it with
+";
+        assert!(text.contains(expected), "{text}");
+    }
+
+    #[test]
+    fn the_platform_meter_is_listed_with_the_power_sources() {
+        let line = |outcome| PlatformLine {
+            kind: PlatformKind::Redfish,
+            outcome,
+        };
+        let text = report(
+            Vec::new(),
+            Some(line(Ok((
+                "https://bmc/redfish/v1: system 1 …: 350.0 W now".into(),
+                true,
+            )))),
+        )
+        .render();
+        assert!(
+            text.contains("  [use ] redfish   platform zone: https://bmc/redfish/v1: system 1 …: 350.0 W now\n"),
+            "{text}"
+        );
+        let e = crate::power::redfish::RedfishError::NoSystem("no system on the BMC…".into());
+        let text = report(Vec::new(), Some(line(Err(e.into())))).render();
+        assert!(
+            text.contains("  [no  ] redfish   platform zone: no system on the BMC…\n"),
+            "{text}"
+        );
     }
 }

@@ -313,3 +313,69 @@ fn unreadable_energy_names_the_cve_and_the_alternatives() -> Result<()> {
     );
     Ok(())
 }
+
+/// hwmon chips that report only voltages and currents: `check` lists every channel, what was
+/// made of it and why; a BMC that does not answer is a warning, not a failure.
+#[test]
+fn check_explains_hwmon_channels_and_the_platform_meter() -> Result<()> {
+    require_root();
+    let f = Fixture::new("check-hwmon")?;
+    let ina = "class/hwmon/hwmon1";
+    for (attr, value) in [
+        ("name", "ina3221"),
+        ("in1_label", "VDD_IN"),
+        ("in1_input", "5000"),
+        ("in2_label", "VDD_CPU_GPU_CV"),
+        ("in2_input", "4800"),
+        ("in3_enable", "0"),
+        ("in3_input", "0"),
+        ("in4_input", "1200"),
+        ("in7_input", "1200"),
+        ("curr1_input", "1200"),
+        ("curr2_input", "500"),
+        ("curr3_input", "0"),
+    ] {
+        f.file(&format!("{ina}/{attr}"), value)?;
+    }
+    f.file("class/hwmon/hwmon0/name", "nct6775")?;
+    f.file("class/hwmon/hwmon0/in0_input", "1040")?;
+    let (ok, text) = check(&[
+        os("--path.sysfs"),
+        f.0.as_os_str(),
+        os("--power-source"),
+        os("hwmon"),
+        os("--power.redfish.url"),
+        os("https://127.0.0.1:1"),
+        os("--power.redfish.timeout"),
+        os("300ms"),
+    ])?;
+    assert!(ok, "{text}");
+    for line in [
+        "[use ] hwmon     0 energy counter(s), 0 power sensor(s) and 2 voltage × current pair(s) on hwmon1 (ina3221), zones vdd_cpu_gpu_cv, vdd_in",
+        "  hwmon0 nct6775\n    in0                  skipped: the chip reports no current: a voltage alone gives no power",
+        "  hwmon1 ina3221 (pairing rule from the built-in chip table)",
+        "    in1 \"VDD_IN\"         × curr1 (_input, paired by the chip table), integrated: zone vdd_in",
+        "    in3                  skipped: disabled by the driver (_enable = 0)",
+        "    in4                  skipped: a shunt voltage, not a supply (chip table)",
+        "    in7                  skipped: no supply rail (chip table)",
+        "    curr3                skipped: nothing to pair it with",
+        "[warn] redfish   platform zone: https://127.0.0.1:1/redfish/v1: no reading yet (cannot reach",
+        "[warn] platform",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+
+    // Voltages alone: hwmon cannot be used, and says why.
+    let v = Fixture::new("check-hwmon-volts")?;
+    v.file("class/hwmon/hwmon0/name", "nct6775")?;
+    for i in 0..3 {
+        v.file(&format!("class/hwmon/hwmon0/in{i}_input"), "1040")?;
+    }
+    let (_, text) = check(&[os("--path.sysfs"), v.0.as_os_str()])?;
+    assert!(
+        text.contains("[no  ] hwmon     no energy or power sensors among 1 hwmon chip(s) under")
+            && text.contains("and 3 voltage channel(s) give no power without a current"),
+        "{text}"
+    );
+    Ok(())
+}

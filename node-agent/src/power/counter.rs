@@ -106,6 +106,12 @@ impl PowerIntegrator {
         self.total_j
     }
 
+    /// Forgets the last sample: the next one is a new baseline, and the time between is not
+    /// integrated (a meter that stopped answering: no energy is made up for the gap).
+    pub fn gap(&mut self) {
+        self.last = None;
+    }
+
     pub fn update(&mut self, watts: f64, at: Duration, ceiling_w: f64) -> Update {
         if !watts.is_finite() || watts < 0.0 || watts > ceiling_w {
             // Keep the last good sample: the next interval integrates from it.
@@ -217,6 +223,11 @@ mod tests {
         );
         p.update(70.0, s(4.0), 1000.0);
         assert!((p.joules() - 260.0).abs() < 1e-9, "{}", p.joules());
+        // A gap of a minute: not integrated, the next sample is a baseline.
+        p.gap();
+        assert_eq!(p.update(80.0, s(64.0), 1000.0), Update::Baseline);
+        p.update(80.0, s(65.0), 1000.0);
+        assert!((p.joules() - 340.0).abs() < 1e-9, "{}", p.joules());
     }
 
     proptest! {

@@ -4,7 +4,10 @@
 use std::fmt::Display;
 
 pub use super::sysfs::ReadError;
-use super::{hwmon::HwmonError, model::ModelError, perf::PerfError, powercap::PowercapError};
+use super::{
+    hwmon::HwmonError, model::ModelError, perf::PerfError, powercap::PowercapError,
+    redfish::RedfishError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -18,6 +21,8 @@ pub enum SourceError {
     Hwmon(#[from] HwmonError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error(transparent)]
+    Redfish(#[from] RedfishError),
 }
 
 /// Several reasons as one line.

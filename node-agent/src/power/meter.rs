@@ -1,12 +1,18 @@
-//! The meter: reads the chosen source each interval and turns its cumulative readings into
-//! immutable [`PowerSnapshot`]s, with power between readings and the drops and errors so far.
+//! The meter: reads the chosen source each interval (and the whole-platform meter next to it,
+//! if one is configured) and turns their cumulative readings into immutable
+//! [`PowerSnapshot`]s, with power between readings and the drops and errors so far.
 
 use std::{
     collections::BTreeMap,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use super::{BusySample, DropReason, Opened, ReadContext, SourceError, SourceKind};
+use log::warn;
+
+use super::{
+    BusySample, DropReason, Opened, PlatformOpened, ReadContext, SourceError, SourceKind,
+    SourceReading,
+};
 use crate::sys;
 
 /// One zone in a [`PowerSnapshot`].
@@ -22,7 +28,10 @@ pub struct ZoneSample {
 /// Node energy at one instant, immutable, handed to the exporter.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PowerSnapshot {
+    /// The CPU source. The platform meter's zones (`platform`), if one is configured, are
+    /// among [`PowerSnapshot::zones`] too: see [`Meter::platform`].
     pub source: SourceKind,
+    /// The CPU source is modelled (the platform meter, if any, is always measured).
     pub estimated: bool,
     pub model_family: Option<String>,
     /// Wall-clock time of the reading (Unix seconds), so that consumers can align it.
@@ -39,6 +48,9 @@ pub struct PowerSnapshot {
 /// Reads the chosen source and keeps the running totals the snapshots report.
 pub struct Meter {
     opened: Opened,
+    platform: Option<PlatformOpened>,
+    /// A CPU source's zone that the platform meter's replaced, warned about once.
+    warned_clash: bool,
     /// Per zone, the last complete reading (time, joules) power is measured from.
     baseline: BTreeMap<String, (Duration, f64)>,
     dropped: BTreeMap<(String, DropReason), u64>,
@@ -49,6 +61,8 @@ impl Meter {
     pub fn new(opened: Opened) -> Self {
         Self {
             opened,
+            platform: None,
+            warned_clash: false,
             baseline: BTreeMap::new(),
             dropped: BTreeMap::new(),
             errors: 0,
@@ -61,6 +75,17 @@ impl Meter {
 
     pub fn opened(&self) -> &Opened {
         &self.opened
+    }
+
+    /// Reads a whole-platform meter next to the CPU source: its zones join each snapshot.
+    pub fn with_platform(mut self, platform: Option<PlatformOpened>) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// The whole-platform meter, if one is configured.
+    pub fn platform(&self) -> Option<&PlatformOpened> {
+        self.platform.as_ref()
     }
 
     /// Reads the source now, with the kernel counters' busy time for the model. Returns the
@@ -79,7 +104,11 @@ impl Meter {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let r = self.opened.source.read(ctx);
+        let mut r = self.opened.source.read(ctx);
+        if let Some(p) = &mut self.platform {
+            let pr = p.source.read(ctx);
+            self.warned_clash |= merge(&mut r, pr, !self.warned_clash);
+        }
         for (zone, reason) in &r.dropped {
             *self.dropped.entry((zone.clone(), *reason)).or_default() += 1;
         }
@@ -89,11 +118,19 @@ impl Meter {
             .iter()
             .map(|(zone, joules)| {
                 let dropped = r.dropped.iter().any(|(z, _)| z == zone);
-                let unread = r.unread.contains(zone);
+                let state = if r.stale.contains(zone) {
+                    Freshness::Stale
+                } else if r.unread.contains(zone) {
+                    Freshness::Unread
+                } else if dropped {
+                    Freshness::Dropped
+                } else {
+                    Freshness::Read
+                };
                 ZoneSample {
                     zone: zone.clone(),
                     joules: *joules,
-                    watts: self.power(zone, *joules, ctx, dropped, unread),
+                    watts: self.power(zone, *joules, ctx, state),
                 }
             })
             .collect();
@@ -116,18 +153,24 @@ impl Meter {
         zone: &str,
         joules: f64,
         ctx: &ReadContext,
-        dropped: bool,
-        unread: bool,
+        state: Freshness,
     ) -> Option<f64> {
-        if unread {
+        match state {
             // The energy of an unread counter comes at the next good read: measure that read's
             // power from the last complete one, over both intervals.
-            return None;
+            Freshness::Unread => return None,
+            // Nothing is counted while a meter is stale: power is measured again from the
+            // first fresh reading on.
+            Freshness::Stale => {
+                self.baseline.remove(zone);
+                return None;
+            }
+            Freshness::Read | Freshness::Dropped => {}
         }
         // A dropped reading is the new baseline, as it is its counter's.
         let before = self.baseline.insert(zone.to_owned(), (ctx.at, joules));
         match before {
-            Some((at, before)) if !dropped => ctx
+            Some((at, before)) if state == Freshness::Read => ctx
                 .at
                 .checked_sub(at)
                 .map(|dt| dt.as_secs_f64())
@@ -136,6 +179,46 @@ impl Meter {
             _ => None,
         }
     }
+}
+
+/// How a zone was read this time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Freshness {
+    Read,
+    Dropped,
+    Unread,
+    Stale,
+}
+
+/// Adds the platform meter's reading to the CPU source's. A zone both report (an ACPI
+/// `power_meter` read by hwmon and a BMC, both `platform`) is the platform meter's. Returns
+/// whether there was such a zone, warning about it if `warn_clash`.
+fn merge(cpu: &mut SourceReading, platform: SourceReading, warn_clash: bool) -> bool {
+    let theirs = |z: &String| platform.zones.iter().any(|(p, _)| p == z);
+    let before = cpu.zones.len();
+    cpu.zones.retain(|(z, _)| !theirs(z));
+    let clash = cpu.zones.len() != before;
+    if clash && warn_clash {
+        warn!(
+            "the CPU power source and the platform meter both report a zone named {}: the \
+             platform meter's is used",
+            platform
+                .zones
+                .iter()
+                .map(|(z, _)| z.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    cpu.dropped.retain(|(z, _)| !theirs(z));
+    cpu.unread.retain(|z| !theirs(z));
+    cpu.zones.extend(platform.zones);
+    cpu.zones.sort_by(|a, b| a.0.cmp(&b.0));
+    cpu.dropped.extend(platform.dropped);
+    cpu.unread.extend(platform.unread);
+    cpu.errors.extend(platform.errors);
+    cpu.stale.extend(platform.stale);
+    clash
 }
 
 #[cfg(test)]
@@ -176,6 +259,7 @@ mod tests {
             } else {
                 vec![]
             },
+            stale: vec![],
         }
     }
 
@@ -226,5 +310,79 @@ mod tests {
         assert_eq!((unread.errors, errors.len()), (1, 1));
         // The next good read: 100 J over the two intervals since the last complete reading.
         assert_eq!(m.read_with(&ctx(3)).0.zones[0].watts, Some(50.0));
+    }
+
+    /// A platform meter at `joules`, stale or not.
+    fn platform(joules: f64, stale: bool) -> SourceReading {
+        SourceReading {
+            zones: vec![("platform".into(), joules)],
+            stale: if stale {
+                vec!["platform".into()]
+            } else {
+                vec![]
+            },
+            ..SourceReading::default()
+        }
+    }
+
+    #[test]
+    fn the_platform_zone_joins_the_cpu_zones_and_a_stale_meter_makes_no_spike() {
+        let cpu = (0..6)
+            .map(|i| reading(10.0 * i as f64, false, false))
+            .collect();
+        let mut m = meter(cpu).with_platform(Some(PlatformOpened {
+            kind: crate::power::PlatformKind::Redfish,
+            description: String::new(),
+            answered: true,
+            source: Box::new(Fake(vec![
+                platform(0.0, false),
+                platform(200.0, false),
+                platform(200.0, true),
+                platform(200.0, true),
+                // The first fresh reading after the gap: a new baseline, nothing added.
+                platform(200.0, false),
+                platform(400.0, false),
+            ])),
+        }));
+        let zones = |s: &PowerSnapshot| -> Vec<(String, f64, Option<f64>)> {
+            s.zones
+                .iter()
+                .map(|z| (z.zone.clone(), z.joules, z.watts))
+                .collect()
+        };
+        m.read_with(&ctx(0));
+        let (s, _) = m.read_with(&ctx(1));
+        assert_eq!(
+            s.source,
+            SourceKind::Powercap,
+            "the CPU source names the snapshot"
+        );
+        assert_eq!(
+            zones(&s),
+            [
+                ("package".into(), 10.0, Some(10.0)),
+                ("platform".into(), 200.0, Some(200.0))
+            ]
+        );
+        for t in [2, 62] {
+            let (s, _) = m.read_with(&ctx(t));
+            assert_eq!(s.zones[1].watts, None, "stale at {t} s");
+            assert_eq!(s.zones[1].joules, 200.0);
+            assert!(s.zones[0].watts.is_some(), "the CPU zones go on");
+        }
+        assert_eq!(m.read_with(&ctx(63)).0.zones[1].watts, None);
+        assert_eq!(m.read_with(&ctx(64)).0.zones[1].watts, Some(200.0));
+    }
+
+    #[test]
+    fn the_platform_meters_zone_replaces_a_cpu_zone_of_the_same_name() {
+        let mut cpu = reading(5.0, false, false);
+        cpu.zones.push(("platform".into(), 7.0));
+        let mut r = cpu;
+        assert!(merge(&mut r, platform(100.0, false), false));
+        assert_eq!(
+            r.zones,
+            [("package".into(), 5.0), ("platform".into(), 100.0)]
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! - [`zone`]: zone names shared by every source, and the power ceilings;
 //! - one module per source ([`perf`], [`powercap`], [`hwmon`], [`model`]), each with its errors,
 //!   its fixtures and its tests; [`counter`] turns a raw hardware counter into joules;
+//! - [`redfish`]: the server's BMC, a whole-platform meter read next to the CPU source (its
+//!   `platform` zone joins the same snapshots);
 //! - [`PowerOptions`]: the layer's flags.
 //!
 //! Every host path is below `--path.sysfs` or `--path.procfs`, so fixture trees stand in for the
@@ -25,6 +27,7 @@ pub mod model;
 mod options;
 pub mod perf;
 pub mod powercap;
+pub mod redfish;
 mod select;
 mod source;
 mod sysfs;
@@ -36,4 +39,7 @@ pub use meter::{Meter, PowerSnapshot, ZoneSample};
 pub use model::ModelOverrides;
 pub use options::PowerOptions;
 pub use select::{Probe, Selection, open, select};
-pub use source::{BusySample, EnergySource, Opened, ReadContext, SourceKind, SourceReading};
+pub use source::{
+    BusySample, EnergySource, Opened, PlatformKind, PlatformOpened, ReadContext, SourceKind,
+    SourceReading,
+};

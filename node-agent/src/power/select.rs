@@ -1,7 +1,10 @@
 //! Choosing the source: every one probed (for `wattlet check`), the forced one or else the first
 //! preferred one that works here chosen, and why.
 
-use super::{Opened, PowerOptions, SourceError, SourceKind, hwmon, model, perf, powercap};
+use super::{
+    Opened, PlatformOpened, PowerOptions, SourceError, SourceKind, hwmon, model, perf, powercap,
+    redfish,
+};
 
 /// One kind of source: its name and how to open it.
 pub(crate) struct Source {
@@ -25,7 +28,7 @@ const SOURCES: &[Source] = &[
     Source {
         kind: SourceKind::Hwmon,
         name: "hwmon",
-        open: |o| Ok(hwmon::open(&o.sysfs, o.ceiling_watts)?),
+        open: |o| Ok(hwmon::open(&o.sysfs, o.ceiling_watts, &o.chip_rules())?),
     },
     Source {
         kind: SourceKind::Model,
@@ -61,6 +64,8 @@ pub struct Selection {
     pub chosen: Option<Opened>,
     /// Why the chosen source was chosen, or why none was.
     pub why: String,
+    /// The whole-platform meter next to it (`--power.redfish.url`), if one is configured.
+    pub platform: Option<Result<PlatformOpened, SourceError>>,
 }
 
 /// Probes every source (the preferred ones in order, then the rest, for `wattlet check`) and
@@ -105,7 +110,14 @@ pub fn select(opts: &PowerOptions) -> Selection {
         probes,
         chosen,
         why,
+        platform: open_platform(opts),
     }
+}
+
+/// Opens the whole-platform meter, if one is configured.
+pub fn open_platform(opts: &PowerOptions) -> Option<Result<PlatformOpened, SourceError>> {
+    opts.redfish.url.as_ref()?;
+    Some(redfish::open(&opts.redfish, &opts.sysfs, opts.ceiling_watts).map_err(SourceError::from))
 }
 
 /// Why `chosen` was chosen, or why none was, in the flags' words.

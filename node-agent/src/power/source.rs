@@ -66,6 +66,9 @@ pub struct SourceReading {
     pub unread: Vec<String>,
     /// Files or counters that could not be read at this read, each with its path and the fix.
     pub errors: Vec<SourceError>,
+    /// Zones whose meter has not answered for longer than its staleness bound: their energy is
+    /// not counted meanwhile, and their power is measured again from the next fresh reading.
+    pub stale: Vec<String>,
 }
 
 pub trait EnergySource: Send {
@@ -97,6 +100,48 @@ impl Opened {
             idle_watts: Vec::new(),
             source,
         }
+    }
+}
+
+/// The kinds of whole-platform meter, read next to the CPU source (`platform` zone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PlatformKind {
+    /// A BMC's Redfish service (`--power.redfish.url`).
+    Redfish,
+}
+
+impl PlatformKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlatformKind::Redfish => "redfish",
+        }
+    }
+}
+
+impl fmt::Display for PlatformKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An opened whole-platform meter: its zones join the CPU source's in the same snapshot.
+pub struct PlatformOpened {
+    pub kind: PlatformKind,
+    /// What it measures and where from (for `wattlet check` and the log).
+    pub description: String,
+    /// Whether it gave a reading when opened (a slow or failing BMC is still opened, and read
+    /// in the background until it answers).
+    pub answered: bool,
+    pub source: Box<dyn EnergySource>,
+}
+
+impl fmt::Debug for PlatformOpened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlatformOpened")
+            .field("kind", &self.kind)
+            .field("description", &self.description)
+            .field("answered", &self.answered)
+            .finish_non_exhaustive()
     }
 }
 

@@ -30,6 +30,11 @@ pub enum ReadError {
         .path.display()
     )]
     NotAnInteger { path: PathBuf, text: String },
+    #[error(
+        "{}: {text:?} is not an integer (a broken driver or a wrong --path.sysfs?)",
+        .path.display()
+    )]
+    NotASignedInteger { path: PathBuf, text: String },
 }
 
 impl ReadError {
@@ -63,6 +68,15 @@ pub(crate) fn read_attr(path: &Path) -> Result<String, ReadError> {
 pub(crate) fn read_u64(path: &Path) -> Result<u64, ReadError> {
     let text = read_attr(path)?;
     text.parse().map_err(|_| ReadError::NotAnInteger {
+        path: path.to_owned(),
+        text,
+    })
+}
+
+/// Reads a sysfs attribute holding a signed integer (hwmon voltages and currents).
+pub(crate) fn read_i64(path: &Path) -> Result<i64, ReadError> {
+    let text = read_attr(path)?;
+    text.parse().map_err(|_| ReadError::NotASignedInteger {
         path: path.to_owned(),
         text,
     })
