@@ -1,6 +1,6 @@
-//! Carbon end to end: the real agent on a simulated RAPL tree, with a workload, its grid
-//! intensity from `--carbon.intensity-file` stepping mid-run (100 → 700 g/kWh, written by
-//! renaming into place) and a PUE of 1.5, scraped at every interval and by a real Prometheus.
+//! Carbon end to end: the real agent on a simulated RAPL tree whose power follows a workload,
+//! its grid intensity from `--carbon.intensity-file` stepping mid-run (100 → 700 g/kWh, written
+//! by renaming into place) and a PUE of 1.5, scraped at every interval and by a real Prometheus.
 //! The agent's emissions equal Σ energy_i × intensity_i × PUE over its own intervals, while the
 //! product of the mean intensity and the energy's increase — the PromQL one would naively write
 //! — does not. Bad values in the file are counted and never exported as intensity. A run with
@@ -125,15 +125,19 @@ fn integrate(seen: &[Seen]) -> Result<(f64, f64)> {
 #[test]
 fn carbon_emissions_follow_an_intensity_that_steps() -> Result<()> {
     require_root();
-    // A wide power range, so that the burning half and the idle half differ even with the
-    // machine's other load.
-    let sim = RaplSim::start(SimConfig {
-        law: PowerLaw {
-            idle_watts: 10.0,
-            busy_watts: 150.0,
+    // Power follows the test's workload alone (10 W + 150 W × its share of the CPUs), so that
+    // the burning half and the idle half differ whatever else the machine runs.
+    let cg = TestCgroup::new("carbon")?;
+    let sim = RaplSim::start_for_cgroup(
+        SimConfig {
+            law: PowerLaw {
+                idle_watts: 10.0,
+                busy_watts: 150.0,
+            },
+            ..SimConfig::default()
         },
-        ..SimConfig::default()
-    })?;
+        &cg.path,
+    )?;
     let dir = std::env::temp_dir().join(format!("wattlet-carbon-e2e-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let file = dir.join("intensity");
@@ -167,7 +171,6 @@ fn carbon_emissions_follow_an_intensity_that_steps() -> Result<()> {
 
     // Both CPUs busy at the low intensity, then idle at the high one.
     thread::sleep(Duration::from_secs(1));
-    let cg = TestCgroup::new("carbon")?;
     let burn: Vec<_> = (0..2)
         .map(|_| cg.spawn(workload().args(["spin", "6"])))
         .collect::<Result<_>>()?;
