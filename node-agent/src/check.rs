@@ -245,8 +245,8 @@ fn carbon_check(args: &CarbonArgs) -> Finding {
     (
         item("carbon", status, c.detail),
         Some(format!(
-            "grid intensity {} gCO2e/kWh{zone} from {} (source=\"{}\") for emissions",
-            r.grams_per_kwh, r.source, r.source
+            "grid intensity {} gCO2e/kWh{zone} (source=\"{}\") for emissions",
+            r.grams_per_kwh, r.source
         )),
     )
 }

@@ -157,7 +157,7 @@ fn carbon_emissions_follow_an_intensity_that_steps() -> Result<()> {
             os("--carbon.intensity-file"),
             file.as_os_str(),
             os("--carbon.pue"),
-            os("1.5"),
+            os(&PUE.to_string()),
         ],
     )?;
     let addr = format!("127.0.0.1:{port}");
@@ -184,18 +184,7 @@ fn carbon_emissions_follow_an_intensity_that_steps() -> Result<()> {
     let range = started.elapsed().as_secs();
 
     check_intensities(&seen)?;
-    let (agent, expected) = integrate(&seen)?;
-    let error = rel_diff(agent, expected);
-    println!(
-        "carbon — {} intervals, 100 → 700 g/kWh, PUE {PUE}: agent {agent:.6} g, \
-         Σ E_i × I_i × PUE {expected:.6} g ({:.6}% apart)",
-        seen.len() - 1,
-        error * 100.0
-    );
-    ensure!(
-        error < 1e-3,
-        "emissions {agent} g vs Σ E_i × I_i × PUE {expected} g"
-    );
+    emissions_are_the_integral(&seen)?;
     naive_product_is_wrong(&prom, range)?;
     let (_, body) = http_get(&addr, "/metrics", None)?;
     ensure!(
@@ -204,6 +193,23 @@ fn carbon_emissions_follow_an_intensity_that_steps() -> Result<()> {
     );
     drop(cg);
     let _ = fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// The agent's grams over the recorded span against Σ E_i × I_i × PUE, to 0.1%.
+fn emissions_are_the_integral(seen: &[Seen]) -> Result<()> {
+    let (agent, expected) = integrate(seen)?;
+    let error = rel_diff(agent, expected);
+    println!(
+        "carbon — {} intervals, {LOW} → {HIGH} g/kWh, PUE {PUE}: agent {agent:.6} g, \
+         Σ E_i × I_i × PUE {expected:.6} g ({:.6}% apart)",
+        seen.len() - 1,
+        error * 100.0
+    );
+    ensure!(
+        error < 1e-3,
+        "emissions {agent} g vs Σ E_i × I_i × PUE {expected} g"
+    );
     Ok(())
 }
 
@@ -333,5 +339,39 @@ fn carbon_by_default_with_source_default() -> Result<()> {
         bail!("embodied emissions without --carbon.embodied-kg");
     }
     println!("carbon — default run: {WORLD_AVERAGE} g/kWh with source=\"default\"");
+    Ok(())
+}
+
+/// `wattlet check` says which intensity source is in use and how to set a better one.
+#[test]
+fn carbon_check_names_the_source_and_a_better_one() -> Result<()> {
+    require_root();
+    let check = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new(integration_tests::agent_binary()?)
+            .arg("check")
+            .args(args)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.contains("] carbon "))
+            .map(str::to_owned)
+            .with_context(|| format!("no carbon line in\n{text}"))
+    };
+    let default = check(&[])?;
+    println!("carbon — check: {default}");
+    ensure!(
+        default.contains("[warn]")
+            && default.contains("source=default")
+            && default.contains("--carbon.intensity-url"),
+        "{default}"
+    );
+    let zone = check(&["--carbon.zone", "eu-west-1", "--carbon.pue", "1.2"])?;
+    let factor = node_agent::carbon::lookup(Some("eu-west-1")).context("eu-west-1")?;
+    let table = format!("table: {} g/kWh for eu-west-1", factor.grams_per_kwh);
+    println!("carbon — check: {zone}");
+    ensure!(
+        zone.contains("[ok  ]") && zone.contains(&table) && zone.contains("PUE 1.2"),
+        "{zone}"
+    );
     Ok(())
 }
