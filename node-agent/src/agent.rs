@@ -155,7 +155,8 @@ impl Carbon {
         Ok(Self {
             intensity,
             pue: args.pue,
-            embodied_grams_per_second: (args.embodied_kg)
+            embodied_grams_per_second: args
+                .embodied_kg
                 .map(|kg| carbon::embodied_grams_per_second(kg, args.lifetime)),
         })
     }
@@ -192,12 +193,14 @@ async fn start_kubernetes(
                 metadata.clone(),
                 opts.attribution.retention,
             ));
-            // --carbon.zone, when set, takes precedence over the region inside Intensity.
-            let intensity = intensity.clone();
-            tokio::spawn(async move {
-                let region = kubernetes::node_region(client, node).await;
-                intensity.set_region(region.as_deref());
-            });
+            // The region only matters to the built-in table, and --carbon.zone overrides it.
+            if opts.carbon.zone.is_none() {
+                let intensity = intensity.clone();
+                tokio::spawn(async move {
+                    let region = kubernetes::node_region(client, node).await;
+                    intensity.set_region(region.as_deref());
+                });
+            }
             Ok(Some(metadata))
         }
         Ok(Err(e)) if mode == KubeMode::Auto => {

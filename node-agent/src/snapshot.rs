@@ -317,6 +317,20 @@ mod tests {
     }
 
     #[test]
+    fn the_carbon_row_sums_the_sources_and_keeps_the_errors() {
+        let s = fixture::snapshot();
+        let c = s.carbon.as_ref().expect("the fixture has carbon");
+        let a = s.attribution.carbon.as_ref().unwrap();
+        assert_eq!(c.reading, a.in_force.reading);
+        assert_eq!(c.errors, fixture::intensity_errors());
+        for (zone, grams) in s.attribution.node.iter().zip(&c.node_grams) {
+            let sum: f64 = zone.emissions.iter().map(|g| g.active + g.idle).sum();
+            assert_eq!(*grams, sum, "{}", zone.zone);
+        }
+        assert_eq!(c.node_embodied_grams, a.embodied_active + a.embodied_idle);
+    }
+
+    #[test]
     fn latest_is_empty_until_published() {
         let latest = Latest::default();
         assert!(latest.get().is_none());

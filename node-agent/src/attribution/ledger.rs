@@ -18,8 +18,7 @@ use super::{
     idle::IdleEstimates,
     split::Split,
 };
-use crate::carbon::GramsSplit;
-use crate::{retention::Retention, workload::Workload};
+use crate::{carbon::GramsSplit, retention::Retention, workload::Workload};
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -274,7 +273,9 @@ impl Ledger {
             active_watts: n.and_then(|n| n.active_watts),
             idle_watts: n.and_then(|n| n.idle_watts),
             idle_estimate: idle.estimate(zone),
-            emissions: (self.carbon).zone(self.zone_names.iter().position(|n| n == zone)),
+            emissions: self
+                .carbon
+                .zone(self.zone_names.iter().position(|n| n == zone)),
         }
     }
 }
