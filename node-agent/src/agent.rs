@@ -13,7 +13,8 @@ use anyhow::{Context as _, Result, bail};
 use log::{info, warn};
 
 use crate::{
-    attribution::{Attributor, IdlePolicy},
+    attribution::{Attributor, IdlePolicy, IntervalCarbon},
+    carbon::{self, CarbonArgs, Intensity},
     cgroup::CgroupTree,
     config::{KubeMode, Options},
     exporter,
@@ -38,8 +39,9 @@ pub async fn run(opts: Options) -> Result<()> {
     info!("sched_switch accounting attached; PMU: {pmu_reason}");
 
     let meter = open_power(&opts.power)?;
+    let carbon = Carbon::start(&opts.carbon)?;
 
-    let metadata = start_kubernetes(&opts).await?;
+    let metadata = start_kubernetes(&opts, &carbon.intensity).await?;
 
     let latest = Arc::new(Latest::default());
     let registry = exporter::registry(
@@ -71,6 +73,7 @@ pub async fn run(opts: Options) -> Result<()> {
                         meter: &mut meter,
                         attributor: &mut attributor,
                         metadata,
+                        carbon,
                     },
                     &latest,
                     policy,
@@ -141,10 +144,46 @@ struct Sources<'a> {
     meter: &'a mut Meter,
     attributor: &'a mut Attributor,
     metadata: Option<Arc<Metadata>>,
+    carbon: Carbon,
 }
 
-/// Starts the pod-metadata watcher when a Kubernetes configuration is found (or required).
-async fn start_kubernetes(opts: &Options) -> Result<Option<Arc<Metadata>>> {
+/// The grid intensity and what multiplies into emissions, handed to attribution each interval.
+struct Carbon {
+    intensity: Arc<Intensity>,
+    pue: f64,
+    embodied_grams_per_second: Option<f64>,
+}
+
+impl Carbon {
+    /// Starts the intensity sources (the API's poller on this runtime) and says which is in use.
+    fn start(args: &CarbonArgs) -> Result<Self> {
+        let intensity = Arc::new(Intensity::start(args)?);
+        info!("carbon intensity: {}", intensity.describe(Instant::now()));
+        Ok(Self {
+            intensity,
+            pue: args.pue,
+            embodied_grams_per_second: args
+                .embodied_kg
+                .map(|kg| carbon::embodied_grams_per_second(kg, args.lifetime)),
+        })
+    }
+
+    /// The figures in force now, for the interval that just ended.
+    fn in_force(&self) -> IntervalCarbon {
+        IntervalCarbon {
+            reading: self.intensity.current(Instant::now()),
+            pue: self.pue,
+            embodied_grams_per_second: self.embodied_grams_per_second,
+        }
+    }
+}
+
+/// Starts the pod-metadata watcher when a Kubernetes configuration is found (or required), and
+/// reads the node's region for the built-in carbon table.
+async fn start_kubernetes(
+    opts: &Options,
+    intensity: &Arc<Intensity>,
+) -> Result<Option<Arc<Metadata>>> {
     let mode = opts.kubernetes.mode;
     if mode == KubeMode::Off {
         return Ok(None);
@@ -156,11 +195,19 @@ async fn start_kubernetes(opts: &Options) -> Result<Option<Arc<Metadata>>> {
             let metadata = Arc::new(Metadata::default());
             info!("watching this node's pods ({node}) for container and pod names");
             tokio::spawn(kubernetes::watch(
-                client,
-                node,
+                client.clone(),
+                node.clone(),
                 metadata.clone(),
                 opts.attribution.retention,
             ));
+            // The region only matters to the built-in table, and --carbon.zone overrides it.
+            if opts.carbon.zone.is_none() {
+                let intensity = intensity.clone();
+                tokio::spawn(async move {
+                    let region = kubernetes::node_region(client, node).await;
+                    intensity.set_region(region.as_deref());
+                });
+            }
             Ok(Some(metadata))
         }
         Ok(Err(e)) if mode == KubeMode::Auto => {
@@ -193,6 +240,7 @@ fn measure_loop(
         meter,
         attributor,
         metadata,
+        carbon,
     } = src;
     let mut errors = 0u64;
     let mut power_errors = 0u64;
@@ -205,25 +253,18 @@ fn measure_loop(
             seconds: secs_from_ns(s.busy_ns()),
         });
         let (power, failures) = meter.read(busy);
-        for f in failures {
-            power_errors += 1;
-            // The first failures, then one in a hundred: a broken file fails at every tick.
-            if power_errors <= 10 || power_errors.is_multiple_of(100) {
-                warn!(
-                    "reading power from {} failed ({power_errors} so far): {f}",
-                    meter.kind()
-                );
-            }
-        }
+        log_power_failures(meter, failures, &mut power_errors);
         match read {
             Ok(snapshot) => {
+                let in_force = carbon.in_force();
                 let attribution = attributor.update(
                     &snapshot,
                     Some(&power),
                     &meter.opened().idle_watts,
                     sys::own_cpu_ns(),
+                    Some(&in_force),
                 );
-                latest.publish(Snapshot::new(
+                let s = Snapshot::new(
                     snapshot,
                     Some(power),
                     attribution,
@@ -231,7 +272,8 @@ fn measure_loop(
                     metadata.as_ref().map(|m| m.view()),
                     started.elapsed(),
                     errors,
-                ))
+                );
+                latest.publish(s.with_intensity_errors(carbon.intensity.errors()))
             }
             Err(e) => {
                 errors += 1;
@@ -251,6 +293,19 @@ fn measure_loop(
                 break;
             }
             thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// The first failures, then one in a hundred: a broken file fails at every tick.
+fn log_power_failures(meter: &Meter, failures: Vec<power::SourceError>, count: &mut u64) {
+    for f in failures {
+        *count += 1;
+        if *count <= 10 || count.is_multiple_of(100) {
+            warn!(
+                "reading power from {} failed ({count} so far): {f}",
+                meter.kind()
+            );
         }
     }
 }

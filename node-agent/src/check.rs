@@ -3,6 +3,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
+    carbon::{self, CarbonArgs},
     config::Options,
     kernel::{KernelCounters, KernelOptions, PmuMode, probe},
     power::{
@@ -187,6 +188,7 @@ pub fn run_checks(opts: &Options) -> Report {
         ebpf_check(btf && privileged),
         pmu_check(opts.kernel.pmu),
         power_check(&selection),
+        carbon_check(&opts.carbon),
     ];
     findings.extend(selection.platform.as_ref().map(platform_check));
     let (items, will_use): (Vec<Item>, Vec<Option<String>>) = findings.into_iter().unzip();
@@ -324,6 +326,24 @@ fn pmu_check(mode: PmuMode) -> Finding {
             Some("no PMU counters: CPU time alone".into()),
         ),
     }
+}
+
+/// Which intensity source is in use, how to set a better one, the PUE and embodied settings.
+fn carbon_check(args: &CarbonArgs) -> Finding {
+    let c = carbon::check(args);
+    let status = if c.ok { Status::Ok } else { Status::Degraded };
+    let r = &c.reading;
+    let zone = match r.zone_label() {
+        "" => String::new(),
+        z => format!(" for {z}"),
+    };
+    (
+        item("carbon", status, c.detail),
+        Some(format!(
+            "grid intensity {} gCO2e/kWh{zone} (source=\"{}\") for emissions",
+            r.grams_per_kwh, r.source
+        )),
+    )
 }
 
 fn power_check(selection: &Selection) -> Finding {

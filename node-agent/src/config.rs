@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, CommandFactory as _, Parser, Subcommand, error::ErrorKind};
 
 use crate::{
-    attribution::AttributionArgs, flags::parse_duration, kernel::KernelOptions, power::PowerOptions,
+    attribution::AttributionArgs, carbon::CarbonArgs, flags::parse_duration, kernel::KernelOptions,
+    power::PowerOptions,
 };
 
 /// `wattlet`'s command line, checked whole: [`Cli::try_parse_from`] fails (exit status 2, the
@@ -73,6 +74,8 @@ pub struct Options {
     pub power: PowerOptions,
     #[command(flatten, next_help_heading = "Attribution")]
     pub attribution: AttributionArgs,
+    #[command(flatten, next_help_heading = "Carbon")]
+    pub carbon: CarbonArgs,
     #[command(flatten, next_help_heading = "Kubernetes")]
     pub kubernetes: KubernetesOptions,
     #[command(flatten, next_help_heading = "Exporter")]
@@ -255,6 +258,7 @@ mod tests {
         );
         assert_eq!(o.attribution.retention, Duration::from_secs(600));
         assert_eq!(o.kubernetes.mode, KubeMode::Auto);
+        assert_eq!(o.carbon, CarbonArgs::default());
     }
 
     #[test]
@@ -277,6 +281,12 @@ mod tests {
             "1s",
             "--web.listen-address",
             "127.0.0.1:1",
+            "--carbon.zone",
+            "DE",
+            "--carbon.pue",
+            "1.2",
+            "--carbon.lifetime",
+            "5y",
         ])
         .unwrap();
         let o = &cli.options;
@@ -292,6 +302,9 @@ mod tests {
         let a = o.attribution.options(o.agent.interval).unwrap();
         assert_eq!(a.idle_window, 60);
         assert_eq!(o.exporter.listen_address.to_string(), "127.0.0.1:1");
+        assert_eq!(o.carbon.zone.unwrap().0.zone, "DE");
+        assert_eq!(o.carbon.pue, 1.2);
+        assert_eq!(o.carbon.lifetime, Duration::from_secs(5 * 365 * 86_400));
     }
 
     #[test]
@@ -395,6 +408,9 @@ mod tests {
             &["--retention.terminated", "5 parsecs"],
             &["--retention.terminated"],
         );
+        rejected(&["--carbon.pue", "0.9"], &["--carbon.pue", "below 1"]);
+        rejected(&["--carbon.intensity", "2500"], &["--carbon.intensity"]);
+        rejected(&["--carbon.lifetime", "4 parsecs"], &["--carbon.lifetime"]);
     }
 
     #[test]
@@ -418,6 +434,7 @@ mod tests {
             "Kernel counters:",
             "Power:",
             "Attribution:",
+            "Carbon:",
             "Kubernetes:",
             "Exporter:",
         ] {

@@ -16,24 +16,28 @@ pub fn defaults<T: Args + FromArgMatches>() -> T {
     T::from_arg_matches(&matches).expect("the defaults parse")
 }
 
-/// A duration like `5s`, `250ms`, `2m`, `1h`; a bare number is seconds.
+/// A duration with a unit: ms, s, m, h, d (24 h), w (7 d), y (365 d), e.g. `5s`, `250ms`,
+/// `15m`, `4y`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let split = s
+    let t = s.trim();
+    let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
-        .with_context(|| format!("{s:?} is not a duration (examples: 5s, 500ms, 2m)"))?;
-    let unit = match unit {
-        "" | "s" => Duration::from_secs(1),
-        "ms" => Duration::from_millis(1),
-        "m" => Duration::from_secs(60),
-        "h" => Duration::from_secs(3600),
-        _ => bail!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)"),
+        .with_context(|| format!("{s:?} is not a duration (examples: 5s, 500ms, 15m, 4y)"))?;
+    let unit_seconds = match unit {
+        "ms" => 1e-3,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 7.0 * 86_400.0,
+        "y" => 365.0 * 86_400.0,
+        _ => bail!("{s:?}: unknown unit {unit:?} (use ms, s, m, h, d, w or y)"),
     };
-    Duration::try_from_secs_f64(value * unit.as_secs_f64())
+    Duration::try_from_secs_f64(value * unit_seconds)
         .with_context(|| format!("{s:?} is not a valid duration"))
 }
 
@@ -69,9 +73,31 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
+        // 4 years of 365 days: Cloud Carbon Footprint's 35,040 hours.
+        assert_eq!(
+            parse_duration("4y").unwrap(),
+            Duration::from_secs(35_040 * 3600)
+        );
+        assert_eq!(
+            parse_duration("35040h").unwrap(),
+            parse_duration("4y").unwrap()
+        );
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("4 years").is_err());
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("-4y").is_err());
         assert!(parse_duration("1e400").is_err());
+        assert!(parse_duration("1e400y").is_err());
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! containers by the ids in their statuses. It never blocks a scrape: the measuring loop takes
 //! the latest index each interval. When the API server goes away, the last index stays in use,
 //! the watcher retries with backoff, and the index's age is exported.
+//!
+//! Also this node's `topology.kubernetes.io/region` label, for the built-in carbon table
+//! ([`node_region`]): one `get` of the node object (RBAC `nodes get`; no list or watch).
 
 use std::{
     collections::HashMap,
@@ -11,7 +14,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     Api, Client, ResourceExt as _,
     runtime::{WatchStreamExt as _, reflector, watcher},
@@ -203,6 +206,46 @@ pub async fn watch(client: Client, node: String, shared: Arc<Metadata>, retentio
         );
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The well-known label of the cloud region a node runs in.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+
+/// This node's [`REGION_LABEL`], from one `get` of its node object, retried with backoff (1 s
+/// doubling to 5 min) while the API server cannot be reached. None when the node has no such
+/// label, or when the API server refuses (no `nodes get` in the agent's role) or does not know
+/// the node: said once in the log, not retried.
+pub async fn node_region(client: Client, node: String) -> Option<String> {
+    let api: Api<Node> = Api::all(client);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match api.get(&node).await {
+            Ok(n) => {
+                let region = n.labels().get(REGION_LABEL).cloned();
+                if region.is_none() {
+                    info!(
+                        "node {node} has no {REGION_LABEL} label: set --carbon.zone for the built-in carbon table"
+                    );
+                }
+                return region;
+            }
+            Err(kube::Error::Api(status)) if status.code == 403 || status.code == 404 => {
+                info!(
+                    "reading node {node}'s {REGION_LABEL} label failed (HTTP {}: {}): the agent's \
+                     role needs `nodes get` for it; set --carbon.zone instead",
+                    status.code, status.message
+                );
+                return None;
+            }
+            Err(e) => {
+                warn!(
+                    "reading node {node}'s {REGION_LABEL} label failed: {e}; retrying in {backoff:?}"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
+        }
     }
 }
 

@@ -17,7 +17,8 @@ use std::{
 use node_agent_common::CgroupCounters;
 
 use crate::{
-    attribution::{AttributionSnapshot, IdlePolicy, PodTotals, WorkloadTotals},
+    attribution::{AttributionSnapshot, Emissions, IdlePolicy, PodTotals, WorkloadTotals},
+    carbon::{ErrorCount, Reading},
     kernel::CountersSnapshot,
     kubernetes::{MetaIndex, MetaView, PodMeta},
     power::PowerSnapshot,
@@ -46,6 +47,22 @@ pub struct Snapshot {
     pub containers: Vec<ContainerRow>,
     pub pods: Vec<PodRow>,
     pub cgroups: Vec<CgroupRow>,
+    /// The intensity in force and the node's emissions, when the agent computes them.
+    pub carbon: Option<CarbonRow>,
+}
+
+/// Carbon in one place: the grid intensity in force during the interval, the settings, the
+/// node's totals (gCO2e since the agent started), and the intensity sources' failures so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CarbonRow {
+    pub reading: Reading,
+    pub pue: f64,
+    /// The server's embodied footprint per second, when configured.
+    pub embodied_grams_per_second: Option<f64>,
+    /// Per zone (in the order of `attribution.zones`): operational grams, all sources.
+    pub node_grams: Vec<f64>,
+    pub node_embodied_grams: f64,
+    pub errors: Vec<ErrorCount>,
 }
 
 /// What one workload used: counted by the kernel, and the energy attributed to it.
@@ -58,6 +75,8 @@ pub struct Usage {
     /// Per zone: joules since the agent started, and average power over the last interval.
     pub joules: Vec<f64>,
     pub watts: Vec<Option<f64>>,
+    /// Operational and embodied grams since the agent started.
+    pub emissions: Emissions,
 }
 
 /// A container, named by the runtime (id) and the API server (name, pod, namespace).
@@ -84,6 +103,7 @@ pub struct PodRow {
     pub running: bool,
     pub joules: Vec<f64>,
     pub watts: Vec<Option<f64>>,
+    pub emissions: Emissions,
 }
 
 /// A non-container cgroup, by its path cut to `--attribution.cgroup-depth`, or one of the
@@ -108,6 +128,7 @@ impl Snapshot {
         let index = metadata.as_ref().map_or(&empty, |m| &*m.index);
         let (containers, cgroups) = workload_rows(&attribution.workloads, index);
         let pods = attribution.pods.iter().map(|p| pod_row(p, index)).collect();
+        let carbon = carbon_row(&attribution);
         Self {
             counters,
             power,
@@ -119,7 +140,16 @@ impl Snapshot {
             containers,
             pods,
             cgroups,
+            carbon,
         }
+    }
+
+    /// The intensity sources' failures so far (`Intensity::errors`), when carbon is computed.
+    pub fn with_intensity_errors(mut self, errors: Vec<ErrorCount>) -> Self {
+        if let Some(c) = &mut self.carbon {
+            c.errors = errors;
+        }
+        self
     }
 
     /// Whether node power is modelled rather than measured.
@@ -141,6 +171,7 @@ fn workload_rows(
             counters: w.counters,
             joules: w.joules.clone(),
             watts: w.watts.clone(),
+            emissions: w.emissions.clone(),
         };
         match &w.workload {
             Workload::Container(c) => containers.push(container_row(c, usage, meta)),
@@ -182,7 +213,23 @@ fn pod_row(p: &PodTotals, meta: &MetaIndex) -> PodRow {
         running: p.running,
         joules: p.joules.clone(),
         watts: p.watts.clone(),
+        emissions: p.emissions.clone(),
     }
+}
+
+fn carbon_row(a: &AttributionSnapshot) -> Option<CarbonRow> {
+    let c = a.carbon.as_ref()?;
+    let node_grams = (a.node.iter())
+        .map(|z| z.emissions.iter().map(|g| g.active + g.idle).sum())
+        .collect();
+    Some(CarbonRow {
+        reading: c.in_force.reading.clone(),
+        pue: c.in_force.pue,
+        embodied_grams_per_second: c.in_force.embodied_grams_per_second,
+        node_grams,
+        node_embodied_grams: c.embodied_active + c.embodied_idle,
+        errors: Vec::new(),
+    })
 }
 
 /// A pod's names, or empty ones while the API server has not named it.
@@ -267,6 +314,20 @@ mod tests {
                 .all(|c| c.name.is_empty() && c.pod.is_empty())
         );
         assert!(s.pods.iter().all(|p| p.name.is_empty()));
+    }
+
+    #[test]
+    fn the_carbon_row_sums_the_sources_and_keeps_the_errors() {
+        let s = fixture::snapshot();
+        let c = s.carbon.as_ref().expect("the fixture has carbon");
+        let a = s.attribution.carbon.as_ref().unwrap();
+        assert_eq!(c.reading, a.in_force.reading);
+        assert_eq!(c.errors, fixture::intensity_errors());
+        for (zone, grams) in s.attribution.node.iter().zip(&c.node_grams) {
+            let sum: f64 = zone.emissions.iter().map(|g| g.active + g.idle).sum();
+            assert_eq!(*grams, sum, "{}", zone.zone);
+        }
+        assert_eq!(c.node_embodied_grams, a.embodied_active + a.embodied_idle);
     }
 
     #[test]

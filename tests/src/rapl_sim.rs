@@ -120,9 +120,28 @@ fn write_atomic(path: &Path, value: u64) -> std::io::Result<()> {
     fs::rename(tmp, path)
 }
 
+/// The CPU time of one cgroup's tasks (cpu.stat `usage_usec`, in seconds) and the number of
+/// CPUs.
+fn cgroup_busy(cgroup: &Path) -> Result<(f64, usize)> {
+    let stat = fs::read_to_string(cgroup.join("cpu.stat"))?;
+    let usec = crate::parse_usage_usec(&stat).context("no usage_usec in cpu.stat")?;
+    Ok((usec as f64 / 1e6, proc_stat_idle()?.1))
+}
+
 impl RaplSim {
     /// Creates the tree under a fresh temporary directory and starts the simulation.
     pub fn start(config: SimConfig) -> Result<Self> {
+        Self::start_with(config, None)
+    }
+
+    /// As [`RaplSim::start`], but the law's busy fraction is the CPU time of `cgroup`'s tasks
+    /// over all CPUs' time, rather than the whole machine's: the power then follows the test's
+    /// own workload, whatever else the machine runs.
+    pub fn start_for_cgroup(config: SimConfig, cgroup: &Path) -> Result<Self> {
+        Self::start_with(config, Some(cgroup.to_owned()))
+    }
+
+    fn start_with(config: SimConfig, busy_of: Option<PathBuf>) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "wattlet-rapl-sim-{}-{}",
             std::process::id(),
@@ -175,7 +194,8 @@ impl RaplSim {
                     let mut joules = 0.0f64;
                     let mut dram_joules = 0.0f64;
                     let mut last = Instant::now();
-                    // (time, idle seconds) over the trailing window.
+                    // (time, idle seconds of the machine or busy seconds of the cgroup) over
+                    // the trailing window.
                     let mut idle_window: std::collections::VecDeque<(Instant, f64)> =
                         Default::default();
                     let mut busy_fraction = 0.0;
@@ -186,7 +206,12 @@ impl RaplSim {
                         let now = Instant::now();
                         let dt = now.duration_since(last).as_secs_f64();
                         last = now;
-                        if let Ok((idle, cpus)) = proc_stat_idle() {
+                        // Idle seconds of the machine, or busy seconds of the cgroup.
+                        let read = match &busy_of {
+                            None => proc_stat_idle(),
+                            Some(cg) => cgroup_busy(cg),
+                        };
+                        if let Ok((idle, cpus)) = read {
                             idle_window.push_back((now, idle));
                             while idle_window.len() > 2
                                 && now.duration_since(idle_window[1].0) >= BUSY_WINDOW
@@ -198,7 +223,11 @@ impl RaplSim {
                             if span >= BUSY_WINDOW.as_secs_f64() / 2.0 {
                                 // Not clamped: the quantization noise averages out in the
                                 // integral, and stays far from making power negative.
-                                busy_fraction = 1.0 - (idle - i0) / (span * cpus as f64);
+                                let part = (idle - i0) / (span * cpus as f64);
+                                busy_fraction = match &busy_of {
+                                    None => 1.0 - part,
+                                    Some(_) => part,
+                                };
                             }
                         }
                         joules += config.law.watts(busy_fraction) * dt;

@@ -218,23 +218,34 @@ fn check_daemonset(ds: &DaemonSet) -> Result<()> {
     Ok(())
 }
 
+/// Read-only RBAC: pods get/list/watch (this node's pods, by field selector) and nodes get (this
+/// node's region label; a DaemonSet's role cannot name each pod's own node, so no
+/// resourceNames), in the core group; nothing else.
 fn check_role(role: &ClusterRole) -> Result<()> {
+    let mut granted = Vec::new();
     for rule in role.rules.iter().flatten() {
         ensure!(
             rule.api_groups.as_deref() == Some(&[String::new()][..]),
             "core API group only"
         );
-        ensure!(
-            rule.resources.as_deref() == Some(&["pods".to_owned()][..]),
-            "pods only (no nodes/proxy)"
-        );
-        for verb in &rule.verbs {
-            ensure!(
-                ["get", "list", "watch"].contains(&verb.as_str()),
-                "verb {verb}"
-            );
+        ensure!(rule.non_resource_urls.is_none(), "no non-resource URLs");
+        for resource in rule.resources.iter().flatten() {
+            let allowed: &[&str] = match resource.as_str() {
+                "pods" => &["get", "list", "watch"],
+                "nodes" => &["get"],
+                other => bail!("resource {other}: only pods and nodes (no nodes/proxy)"),
+            };
+            for verb in &rule.verbs {
+                ensure!(allowed.contains(&verb.as_str()), "{resource}: verb {verb}");
+                granted.push(format!("{resource} {verb}"));
+            }
         }
     }
+    granted.sort();
+    ensure!(
+        granted == ["nodes get", "pods get", "pods list", "pods watch"],
+        "granted {granted:?}: the agent needs pods get/list/watch and nodes get"
+    );
     Ok(())
 }
 

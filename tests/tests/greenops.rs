@@ -47,10 +47,10 @@ const MUST_RETURN_DATA: &[&str] = &[
     "Agent power (W)",
 ];
 
-/// Set to true once the carbon series (`wattlet_*_emissions_grams_total`,
+/// The carbon series (`wattlet_*_emissions_grams_total`,
 /// `wattlet_grid_carbon_intensity_grams_per_kwh`, `wattlet_carbon_*`) are on /metrics: the
-/// panels and rules below must then return data too. Until then they must only evaluate.
-const CARBON_METRICS: bool = false;
+/// panels and rules below must return data too (false: they must only evaluate).
+const CARBON_METRICS: bool = true;
 
 /// Panels over the carbon series.
 const NEEDS_CARBON: &[&str] = &[

@@ -2,7 +2,8 @@
 //! for the API server (recorded-style pod lists and a watch stream), with cgroups laid out as
 //! Kubernetes lays out pods. The labels follow adds, modifications, a 410 Gone that forces a
 //! relist, a dropped connection and a deletion; during an outage the last labels stay and the
-//! metadata's age grows.
+//! metadata's age grows. The node's `topology.kubernetes.io/region` label, read with one `get`
+//! of the node, picks the built-in carbon table's factor.
 
 use std::{
     ffi::OsStr,
@@ -14,7 +15,7 @@ use anyhow::Result;
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::{Query, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
@@ -35,6 +36,9 @@ struct Fake {
     resource_version: u64,
     watchers: Vec<mpsc::UnboundedSender<Bytes>>,
     watch_requests: usize,
+    /// The node's region label, and the node requests seen (name, and whether a get).
+    region: Option<String>,
+    node_requests: Vec<String>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -123,6 +127,48 @@ async fn pods(State(fake): State<Shared>, Query(q): Query<Vec<(String, String)>>
     ([("content-type", "application/json")], list.to_string()).into_response()
 }
 
+/// `GET /api/v1/nodes/<name>`: e2e-node, labelled with the fake's region; any other name is not
+/// found.
+async fn node(State(fake): State<Shared>, Path(name): Path<String>) -> Response {
+    let mut f = fake.lock().unwrap();
+    f.node_requests.push(name.clone());
+    if name != "e2e-node" {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "NotFound", "code": 404, "message": format!("nodes \"{name}\" not found")});
+        return (StatusCode::NOT_FOUND, status.to_string()).into_response();
+    }
+    let labels = match &f.region {
+        Some(r) => json!({"kubernetes.io/hostname": name, "topology.kubernetes.io/region": r}),
+        None => json!({"kubernetes.io/hostname": name}),
+    };
+    let node = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "uid": "n-1", "resourceVersion": "7", "labels": labels}});
+    ([("content-type", "application/json")], node.to_string()).into_response()
+}
+
+/// The stand-in API server's routes: pods (list and watch) and one node.
+fn api(fake: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/pods", get(pods))
+        .route("/api/v1/nodes/{name}", get(node))
+        .with_state(fake)
+}
+
+/// A kubeconfig pointing at the stand-in API server on `port`.
+fn kubeconfig(name: &str, port: u16) -> Result<std::path::PathBuf> {
+    let path = std::env::temp_dir().join(format!("wattlet-{name}-{}", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: fake, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
+        ),
+    )?;
+    Ok(path)
+}
+
 fn pod(uid: &str, name: &str, containers: &[(&str, &str)]) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -157,9 +203,7 @@ fn labels_follow_the_api_server_and_survive_its_loss() -> Result<()> {
     let api_port = free_port()?;
     // The API server: started, and later stopped (connections refused) and started again.
     let start_api = || -> Result<tokio::sync::oneshot::Sender<()>> {
-        let app = Router::new()
-            .route("/api/v1/pods", get(pods))
-            .with_state(fake.clone());
+        let app = api(fake.clone());
         let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", api_port)))?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         rt.spawn(async move {
@@ -172,16 +216,7 @@ fn labels_follow_the_api_server_and_survive_its_loss() -> Result<()> {
         Ok(stop)
     };
     let stop_api = start_api()?;
-    let dir = std::env::temp_dir().join(format!("wattlet-kubeconfig-{}", std::process::id()));
-    std::fs::write(
-        &dir,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{api_port}'}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
-        ),
-    )?;
+    let dir = kubeconfig("kubeconfig", api_port)?;
 
     // Containers of pods: cgroups with a sleeping process each, so they stay in the kernel's map.
     let base = TestCgroup::new("k8s-meta")?;
@@ -330,5 +365,59 @@ fn labels_follow_the_api_server_and_survive_its_loss() -> Result<()> {
     drop(cgroups);
     drop(base);
     let _ = std::fs::remove_file(dir);
+    Ok(())
+}
+
+/// The node's region label (one get of the node object, never a list or a watch) selects the
+/// built-in table's factor: eu-west-1's figure, exported with source="table", and emissions
+/// under that source.
+#[test]
+fn kubernetes_node_region_picks_the_carbon_tables_factor() -> Result<()> {
+    require_root();
+    let fake: Shared = Arc::new(Mutex::new(Fake {
+        region: Some("eu-west-1".into()),
+        ..Fake::default()
+    }));
+    let rt = tokio::runtime::Runtime::new()?;
+    let api_port = free_port()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", api_port)))?;
+    let app = api(fake.clone());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    let config = kubeconfig("region-kubeconfig", api_port)?;
+    let want = node_agent::carbon::lookup(Some("eu-west-1"))
+        .expect("eu-west-1 is in the table")
+        .grams_per_kwh;
+
+    let port = free_port()?;
+    let _agent = start_agent_with_env(
+        port,
+        &[OsStr::new("--kubernetes"), OsStr::new("on")],
+        &[("KUBECONFIG", config.as_os_str())],
+    )?;
+    let addr = format!("127.0.0.1:{port}");
+    let intensity = "wattlet_grid_carbon_intensity_grams_per_kwh{node=\"e2e-node\",source=\"table\",zone=\"eu-west-1\"}";
+    let (got, body) = wait_for(
+        "the table's factor for eu-west-1",
+        Duration::from_secs(20),
+        || {
+            let (_, body) = http_get(&addr, "/metrics", None).ok()?;
+            let v = integration_tests::sample(&body, intensity)?;
+            body.contains("_emissions_grams_total{")
+                .then_some((v, body))
+        },
+    )?;
+    println!("kubernetes — region eu-west-1: {got} g/kWh from the table (table: {want})");
+    assert_eq!(got, want);
+    let node_emissions = integration_tests::series(&body, "wattlet_node_emissions_grams_total");
+    assert!(
+        node_emissions.iter().any(|(l, _)| l["source"] == "table"),
+        "emissions under source=\"table\": {node_emissions:?}"
+    );
+    assert_eq!(
+        fake.lock().unwrap().node_requests,
+        ["e2e-node"],
+        "one get of the agent's own node"
+    );
+    let _ = std::fs::remove_file(config);
     Ok(())
 }

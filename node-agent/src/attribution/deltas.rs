@@ -34,6 +34,7 @@ pub(crate) struct Deltas {
     last_overflow: Option<CgroupCounters>,
     last_cpu: Option<(u64, u64)>,
     last_agent_ns: Option<u64>,
+    last_at: Option<Duration>,
     last_power: Option<(Duration, BTreeMap<String, f64>)>,
 }
 
@@ -46,6 +47,10 @@ pub(crate) struct Interval {
     pub busy_ratio: f64,
     /// The agent's own CPU time.
     pub agent_ns: u64,
+    /// Seconds since the last interval (0 at the first), and all CPUs' time in them (busy +
+    /// idle, ns): the capacity that embodied emissions are shared out of.
+    pub seconds: f64,
+    pub cpu_capacity_ns: f64,
 }
 
 /// One zone's energy over the interval.
@@ -85,10 +90,14 @@ impl Deltas {
         } else {
             0.0
         };
+        let seconds = (self.last_at.replace(counters.at))
+            .map_or(0.0, |t| counters.at.saturating_sub(t).as_secs_f64());
         Interval {
             workloads,
             busy_ratio,
             agent_ns: increase(self.last_agent_ns.replace(agent_cpu_ns), agent_cpu_ns),
+            seconds,
+            cpu_capacity_ns: (d_busy + d_idle) as f64,
         }
     }
 

@@ -13,9 +13,12 @@ use std::{
 use node_agent_common::CgroupCounters;
 
 use super::{
-    AttributionSnapshot, NodeZone, PodTotals, WorkloadTotals, idle::IdleEstimates, split::Split,
+    AttributionSnapshot, IntervalCarbon, NodeZone, PodTotals, WorkloadTotals,
+    emissions::{Account, NodeCarbon, ZoneGrams},
+    idle::IdleEstimates,
+    split::Split,
 };
-use crate::{retention::Retention, workload::Workload};
+use crate::{carbon::GramsSplit, retention::Retention, workload::Workload};
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -26,6 +29,7 @@ struct Entry {
     interval: Vec<f64>,
     watts: Vec<Option<f64>>,
     running: bool,
+    carbon: Account,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +37,7 @@ struct PodEntry {
     joules: Vec<f64>,
     watts: Vec<Option<f64>>,
     running: bool,
+    carbon: Account,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +65,8 @@ pub(crate) struct Ledger {
     agent_joules: Vec<f64>,
     /// Energy of workloads whose series expired, per zone.
     expired_joules: Vec<f64>,
+    /// The node's grams, and expired workloads'.
+    carbon: NodeCarbon,
 }
 
 /// `v[i]`, growing `v` as needed.
@@ -81,6 +88,7 @@ impl Ledger {
         for (w, e) in &mut self.workloads {
             e.watts.fill(None);
             e.interval.fill(0.0);
+            e.carbon.start_interval();
             // Running at the last interval and not reported now: stopped as of then.
             if std::mem::take(&mut e.running) && !reported.contains_key(w) {
                 self.stopped.end(w.clone(), self.last_at, ());
@@ -130,6 +138,28 @@ impl Ledger {
         }
     }
 
+    /// Adds one zone's interval in grams: the node's parts and each workload's (`keys` in the
+    /// order of the split).
+    pub fn charge_grams(&mut self, zone: &str, g: &ZoneGrams, keys: &[Workload]) {
+        let zi = self.zone_index(zone);
+        self.carbon.charge(zi, g);
+        for (w, grams) in keys.iter().zip(&g.split.workloads) {
+            if let Some(e) = self.workloads.get_mut(w) {
+                e.carbon.charge(g.source, zi, *grams);
+            }
+        }
+    }
+
+    /// Adds the interval's embodied grams: the node's, and each workload's.
+    pub fn charge_embodied(&mut self, g: &GramsSplit, keys: &[Workload]) {
+        self.carbon.charge_embodied(g);
+        for (w, grams) in keys.iter().zip(&g.workloads) {
+            if let Some(e) = self.workloads.get_mut(w) {
+                e.carbon.charge_embodied(*grams);
+            }
+        }
+    }
+
     fn zone_index(&mut self, zone: &str) -> usize {
         match self.zone_names.iter().position(|z| z == zone) {
             Some(i) => i,
@@ -151,6 +181,7 @@ impl Ledger {
             let Some(uid) = &c.pod_uid else { continue };
             let p = self.pods.entry(uid.clone()).or_default();
             p.running |= e.running;
+            p.carbon.add_interval_of(&e.carbon);
             for (zi, j) in e.interval.iter().enumerate() {
                 *at(&mut p.joules, zi) += j;
             }
@@ -173,6 +204,7 @@ impl Ledger {
                 for (zi, j) in e.joules.iter().enumerate() {
                     *at(&mut self.expired_joules, zi) += j;
                 }
+                self.carbon.expired.absorb(&e.carbon);
             }
         }
         let live_pods: HashSet<&Arc<str>> = self
@@ -193,6 +225,7 @@ impl Ledger {
         idle: &IdleEstimates,
         shared_by_cycles: bool,
         agent_cpu_seconds: f64,
+        carbon: Option<&IntervalCarbon>,
     ) -> AttributionSnapshot {
         let idx: Vec<Option<usize>> = zones
             .iter()
@@ -209,6 +242,7 @@ impl Ledger {
                     counters: e.counters,
                     joules: per_zone(&e.joules),
                     watts: watts(&e.watts),
+                    emissions: e.carbon.totals(&idx),
                 })
                 .collect(),
             shared_by_cycles,
@@ -220,9 +254,11 @@ impl Ledger {
                     running: p.running,
                     joules: per_zone(&p.joules),
                     watts: watts(&p.watts),
+                    emissions: p.carbon.totals(&idx),
                 })
                 .collect(),
             expired_joules: per_zone(&self.expired_joules),
+            carbon: carbon.map(|c| self.carbon.snapshot(c, &idx)),
             zones,
         }
     }
@@ -237,6 +273,9 @@ impl Ledger {
             active_watts: n.and_then(|n| n.active_watts),
             idle_watts: n.and_then(|n| n.idle_watts),
             idle_estimate: idle.estimate(zone),
+            emissions: self
+                .carbon
+                .zone(self.zone_names.iter().position(|n| n == zone)),
         }
     }
 }

@@ -3,9 +3,13 @@
 //! last interval (per cgroup id, into per-workload deltas), `idle.rs` estimates each zone's idle
 //! power, [`split`] divides the energy (pure math, property-tested for conservation), and
 //! `ledger.rs` keeps the totals per workload, pod and node and expires stopped workloads.
-//! [`Attributor`] runs it and hands an immutable [`AttributionSnapshot`] to the exporter.
+//! `emissions.rs` turns each zone's split into grams at the intensity in force during the
+//! interval, and shares the server's embodied footprint by CPU time; the ledger keeps the
+//! grams beside the joules. [`Attributor`] runs it and hands an immutable
+//! [`AttributionSnapshot`] to the exporter.
 
 mod deltas;
+mod emissions;
 mod idle;
 mod ledger;
 mod options;
@@ -16,7 +20,10 @@ use std::time::Duration;
 
 pub use idle::IdleMethod;
 pub use options::{AttributionArgs, IDLE_WINDOW_INTERVALS, IdleWindowOutOfRange};
-pub use snapshot::{AttributionSnapshot, NodeZone, PodTotals, WorkloadTotals};
+pub use snapshot::{
+    AttributedCarbon, AttributionSnapshot, Emissions, IntervalCarbon, NodeGrams, NodeZone,
+    PodTotals, SourceGrams, WorkloadTotals,
+};
 pub use split::{IdlePolicy, Split, idle_intercept, increase, split};
 
 use crate::{kernel::CountersSnapshot, power::PowerSnapshot};
@@ -91,13 +98,15 @@ impl Attributor {
     }
 
     /// Takes one interval: the kernel counters, the power reading (if any), the idle power the
-    /// source knows (the model's), and the agent's own CPU time.
+    /// source knows (the model's), the agent's own CPU time, and the carbon figures in force
+    /// during the interval (none: no emissions).
     pub fn update(
         &mut self,
         counters: &CountersSnapshot,
         power: Option<&PowerSnapshot>,
         source_idle: &[(String, f64)],
         agent_cpu_ns: u64,
+        carbon: Option<&IntervalCarbon>,
     ) -> AttributionSnapshot {
         let interval = self
             .deltas
@@ -105,7 +114,11 @@ impl Attributor {
         let shares = interval.shares(self.opts.share_by, counters.pmu);
         self.ledger.count(counters.at, &interval.workloads);
         if let Some(p) = power {
-            self.charge_energy(p, &interval, &shares, source_idle);
+            self.charge_energy(p, &interval, &shares, source_idle, carbon);
+        }
+        if let Some(g_per_s) = carbon.and_then(|c| c.embodied_grams_per_second) {
+            let g = emissions::embodied(&interval, g_per_s);
+            self.ledger.charge_embodied(&g, &shares.keys);
         }
         self.ledger.roll_up_pods();
         let o = &self.opts;
@@ -116,17 +129,18 @@ impl Attributor {
             .unwrap_or_default();
         let agent_s = self.deltas.agent_cpu_seconds();
         self.ledger
-            .snapshot(zones, &self.idle, shares.by_cycles, agent_s)
+            .snapshot(zones, &self.idle, shares.by_cycles, agent_s, carbon)
     }
 
     /// Each zone's energy since the last reading: idle by the zone's estimate, the rest active,
-    /// both split among the workloads.
+    /// both split among the workloads; and in grams at the intensity in force.
     fn charge_energy(
         &mut self,
         power: &PowerSnapshot,
         interval: &Interval,
         shares: &Shares,
         source_idle: &[(String, f64)],
+        carbon: Option<&IntervalCarbon>,
     ) {
         let Some((dt, zones)) = self.deltas.energy(power) else {
             return;
@@ -140,6 +154,10 @@ impl Attributor {
             let s = split(z.joules, idle_j, &shares.weights, &shares.running, policy);
             self.ledger
                 .charge(z.zone, &s, dt, &shares.keys, shares.agent_fraction);
+            if let Some(c) = carbon {
+                let g = emissions::zone_grams(&s, c);
+                self.ledger.charge_grams(z.zone, &g, &shares.keys);
+            }
         }
     }
 }

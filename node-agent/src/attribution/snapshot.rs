@@ -5,7 +5,10 @@ use std::sync::Arc;
 use node_agent_common::CgroupCounters;
 
 use super::IdleMethod;
-use crate::workload::Workload;
+use crate::{
+    carbon::{Reading, SourceKind},
+    workload::Workload,
+};
 
 /// One zone of the node.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +25,8 @@ pub struct NodeZone {
     pub idle_watts: Option<f64>,
     /// The idle power in use, and how it is known.
     pub idle_estimate: Option<(f64, IdleMethod)>,
+    /// Operational grams since the agent started, per intensity source that was in force.
+    pub emissions: Vec<NodeGrams>,
 }
 
 /// A workload's totals.
@@ -36,6 +41,7 @@ pub struct WorkloadTotals {
     /// and average power over the last interval.
     pub joules: Vec<f64>,
     pub watts: Vec<Option<f64>>,
+    pub emissions: Emissions,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -52,6 +58,8 @@ pub struct AttributionSnapshot {
     pub pods: Vec<PodTotals>,
     /// Per zone, energy of workloads whose series expired (so that the sums still reconcile).
     pub expired_joules: Vec<f64>,
+    /// Emissions, when the agent was given the intensity in force.
+    pub carbon: Option<AttributedCarbon>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -60,4 +68,57 @@ pub struct PodTotals {
     pub running: bool,
     pub joules: Vec<f64>,
     pub watts: Vec<Option<f64>>,
+    pub emissions: Emissions,
+}
+
+/// One zone's operational grams (gCO2e) since the agent started, under one intensity source:
+/// the zone's energy split as its joules are, each interval at the intensity in force then.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeGrams {
+    pub source: SourceKind,
+    pub active: f64,
+    pub idle: f64,
+    /// The part no workload took (see [`NodeZone::kept_joules`]).
+    pub kept: f64,
+}
+
+/// A workload's (pod's, expired workloads') operational grams under one intensity source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceGrams {
+    pub source: SourceKind,
+    /// Per zone, in the order of [`AttributionSnapshot::zones`].
+    pub grams: Vec<f64>,
+}
+
+/// What a workload emitted since the agent started (gCO2e).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Emissions {
+    /// Operational (Scope 2), per intensity source that was in force (a failover adds a
+    /// source; none goes back), ordered by source.
+    pub operational: Vec<SourceGrams>,
+    /// Embodied (Scope 3): its CPU-time share of the server's amortised footprint.
+    pub embodied: f64,
+}
+
+/// The carbon figures in force during one interval, as the agent hands them in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntervalCarbon {
+    pub reading: Reading,
+    /// Facility energy per IT joule (at least 1).
+    pub pue: f64,
+    /// The server's embodied footprint per second, when configured.
+    pub embodied_grams_per_second: Option<f64>,
+}
+
+/// The node's carbon: what was in force in the last interval, and the totals that belong to
+/// no zone or workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttributedCarbon {
+    pub in_force: IntervalCarbon,
+    /// The node's embodied grams: shared among workloads by CPU time (active), and the
+    /// capacity no workload used, kept by the node (idle).
+    pub embodied_active: f64,
+    pub embodied_idle: f64,
+    /// Grams of workloads whose series expired (so that the sums still reconcile).
+    pub expired: Emissions,
 }

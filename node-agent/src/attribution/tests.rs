@@ -85,6 +85,7 @@ fn three_to_one_with_a_configured_idle() {
         Some(&power(1, 0.0)),
         &[],
         0,
+        None,
     );
     // 10 s at 100 W: 400 J idle, 600 J active; the container ran 3 s, the root cgroup 1 s.
     let s = a.update(
@@ -99,6 +100,7 @@ fn three_to_one_with_a_configured_idle() {
         Some(&power(11, 1000.0)),
         &[],
         0,
+        None,
     );
     assert_eq!(s.node[0].idle_joules, 400.0);
     assert_eq!(s.node[0].active_joules, 600.0);
@@ -129,6 +131,7 @@ fn a_restarted_cgroup_adds_to_its_workload_which_never_goes_back_and_stopped_wor
         Some(&power(1, 0.0)),
         &[],
         0,
+        None,
     );
     // Id 1 is removed (the kernel still reports its final 100 ns); id 2 is the path re-created,
     // with its own 50 ns.
@@ -137,6 +140,7 @@ fn a_restarted_cgroup_adds_to_its_workload_which_never_goes_back_and_stopped_wor
         Some(&power(2, 10.0)),
         &[],
         0,
+        None,
     );
     assert_eq!(s.workloads.len(), 1, "one workload: the path");
     assert_eq!(
@@ -151,6 +155,7 @@ fn a_restarted_cgroup_adds_to_its_workload_which_never_goes_back_and_stopped_wor
         Some(&power(3, 20.0)),
         &[],
         0,
+        None,
     );
     assert_eq!(
         s.workloads[0].counters.cpu_ns, 160,
@@ -158,12 +163,12 @@ fn a_restarted_cgroup_adds_to_its_workload_which_never_goes_back_and_stopped_wor
     );
     assert!(s.workloads[0].joules[0] > joules);
     // The workload stops; after the retention its series go.
-    let s = a.update(&counters(4, &[], 160), Some(&power(4, 30.0)), &[], 0);
+    let s = a.update(&counters(4, &[], 160), Some(&power(4, 30.0)), &[], 0, None);
     assert!(!s.workloads[0].running);
     assert_eq!(s.workloads[0].counters.cpu_ns, 160);
-    let s = a.update(&counters(7, &[], 160), Some(&power(7, 40.0)), &[], 0);
+    let s = a.update(&counters(7, &[], 160), Some(&power(7, 40.0)), &[], 0, None);
     assert_eq!(s.workloads.len(), 1, "4 s after it was last reported");
-    let s = a.update(&counters(8, &[], 160), Some(&power(8, 50.0)), &[], 0);
+    let s = a.update(&counters(8, &[], 160), Some(&power(8, 50.0)), &[], 0, None);
     assert!(s.workloads.is_empty());
     assert_eq!(s.node[0].active_joules + s.node[0].idle_joules, 50.0);
     assert_eq!(s.expired_joules[0], s.node[0].active_joules);
@@ -180,9 +185,16 @@ fn beyond_the_bound_the_longest_stopped_expire_first_and_running_ones_stay() {
         None,
         &[],
         0,
+        None,
     );
     // /a stops (it leaves the snapshot): two workloads, within the bound.
-    let s = a.update(&counters(2, &[(2, "/b", 10, false)], 20), None, &[], 0);
+    let s = a.update(
+        &counters(2, &[(2, "/b", 10, false)], 20),
+        None,
+        &[],
+        0,
+        None,
+    );
     assert_eq!(s.workloads.len(), 2);
     // /b stops too (removed: reported as gone) and /c starts: one too many, /a goes first.
     let s = a.update(
@@ -190,6 +202,7 @@ fn beyond_the_bound_the_longest_stopped_expire_first_and_running_ones_stay() {
         None,
         &[],
         0,
+        None,
     );
     assert_eq!(cpu_of(&s, "/a"), None, "the longest-stopped went");
     assert_eq!(cpu_of(&s, "/b"), Some(10));
@@ -200,7 +213,7 @@ fn beyond_the_bound_the_longest_stopped_expire_first_and_running_ones_stay() {
         (4, "/d", 5, false),
         (5, "/e", 5, false),
     ];
-    let s = a.update(&counters(4, &rows, 60), None, &[], 0);
+    let s = a.update(&counters(4, &rows, 60), None, &[], 0, None);
     assert_eq!(cpu_of(&s, "/b"), None);
     assert_eq!(s.workloads.len(), 3, "running workloads never expire");
 }
@@ -223,6 +236,7 @@ fn a_removed_cgroup_still_reported_by_the_kernel_does_not_expire() {
         Some(&power(1, 0.0)),
         &[],
         0,
+        None,
     );
     // Removed at 2 s; the kernel keeps reporting its final totals until 20 s.
     for t in 2..20 {
@@ -231,12 +245,19 @@ fn a_removed_cgroup_still_reported_by_the_kernel_does_not_expire() {
             Some(&power(t, t as f64)),
             &[],
             0,
+            None,
         );
         assert_eq!(s.workloads[0].counters.cpu_ns, 200, "at {t} s");
         assert!(!s.workloads[0].running);
     }
     // Then it leaves the snapshot; after the retention it goes, and its energy is kept apart.
-    let s = a.update(&counters(30, &[], 200), Some(&power(30, 30.0)), &[], 0);
+    let s = a.update(
+        &counters(30, &[], 200),
+        Some(&power(30, 30.0)),
+        &[],
+        0,
+        None,
+    );
     assert!(s.workloads.is_empty());
     assert_eq!(s.expired_joules[0], s.node[0].active_joules);
 }
@@ -255,12 +276,14 @@ fn a_pod_keeps_the_energy_of_its_expired_containers() {
         Some(&power(1, 0.0)),
         &[],
         0,
+        None,
     );
     a.update(
         &counters(2, &[(1, &init, 100, true), (2, &app, 0, false)], 100),
         Some(&power(2, 10.0)),
         &[],
         0,
+        None,
     );
     let mut pod_joules = 0.0;
     for t in 3..20u64 {
@@ -269,6 +292,7 @@ fn a_pod_keeps_the_energy_of_its_expired_containers() {
             Some(&power(t, 10.0 * t as f64)),
             &[],
             0,
+            None,
         );
         let p = s.pods[0].joules[0];
         assert!(
@@ -290,12 +314,14 @@ fn the_model_idle_is_used_and_the_regression_finds_the_intercept() {
         Some(&power(1, 0.0)),
         &[("package".into(), 7.0)],
         0,
+        None,
     );
     let s = a.update(
         &counters(2, &[(1, "/x", 1, false)], 1),
         Some(&power(2, 10.0)),
         &[("package".into(), 7.0)],
         0,
+        None,
     );
     assert_eq!(s.node[0].idle_estimate, Some((7.0, IdleMethod::Model)));
 
@@ -312,6 +338,7 @@ fn the_model_idle_is_used_and_the_regression_finds_the_intercept() {
             Some(&z),
             &[],
             0,
+            None,
         );
         last = Some(s);
         let d = (ratio * 1e9) as u64;
@@ -325,11 +352,17 @@ fn the_model_idle_is_used_and_the_regression_finds_the_intercept() {
 }
 
 /// One random interval: which of a fixed set of cgroups exist, how much each ran, whether its
-/// counter restarted, and the node's energy.
+/// counter restarted, the node's energy, and the grid intensity in force (and its source).
 #[derive(Clone, Debug)]
 struct Step {
     present: Vec<(bool, bool, u64, bool)>,
     joules: f64,
+    intensity: (f64, crate::carbon::SourceKind),
+}
+
+fn source() -> impl Strategy<Value = crate::carbon::SourceKind> {
+    use crate::carbon::SourceKind::*;
+    prop_oneof![Just(Api), Just(File), Just(Default)]
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -345,10 +378,129 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
                 6,
             ),
             0.0f64..500.0,
+            (0.0f64..2000.0, source()),
         )
-            .prop_map(|(present, joules)| Step { present, joules }),
+            .prop_map(|(present, joules, intensity)| Step {
+                present,
+                joules,
+                intensity,
+            }),
         2..40,
     )
+}
+
+/// The carbon figures of one step.
+fn in_force(step: &Step, pue: f64, embodied: f64) -> IntervalCarbon {
+    IntervalCarbon {
+        reading: crate::carbon::Reading {
+            grams_per_kwh: step.intensity.0,
+            source: step.intensity.1,
+            zone: None,
+            is_estimated: None,
+            fetched_at: std::time::Instant::now(),
+            datetime: None,
+        },
+        pue,
+        embodied_grams_per_second: Some(embodied),
+    }
+}
+
+type Checked = Result<(), TestCaseError>;
+
+/// Runs `a` over `steps`, one second apart: cgroups that appear, disappear, stop and restart
+/// their counters. `check` sees every snapshot; returns the last.
+fn drive(
+    a: &mut Attributor,
+    steps: &[Step],
+    carbon: (f64, f64),
+    mut check: impl FnMut(&AttributionSnapshot) -> Checked,
+) -> Result<AttributionSnapshot, TestCaseError> {
+    let paths = [
+        "/".to_owned(),
+        "/system.slice/a.service".to_owned(),
+        "/system.slice/a.service/child".to_owned(),
+        format!(
+            "/kubepods.slice/kubepods-pod6f1c3a2e_8a55_4b3e_9a4e_2d0f4c1b7e21.slice/cri-containerd-{ID}.scope"
+        ),
+        format!("/docker/{}", ID.replace('0', "f")),
+        "/user.slice".to_owned(),
+    ];
+    let mut own = [0u64; 6];
+    // A removed cgroup never comes back: a new one gets a new id.
+    let mut incarnation = [0u64; 6];
+    let (mut total_joules, mut busy) = (0.0, 0u64);
+    let mut last = None;
+    for (t, step) in steps.iter().enumerate() {
+        let mut c = counters(t as u64 + 1, &[], 0);
+        for (i, (exists, gone, ran, reset)) in step.present.iter().enumerate() {
+            if *reset {
+                own[i] = 0; // a counter that restarts from zero
+            }
+            if !*exists {
+                incarnation[i] += 1;
+                own[i] = 0;
+                continue;
+            }
+            own[i] += ran;
+            busy += ran;
+            c.cgroups.insert(
+                (i as u64) * 1000 + incarnation[i],
+                CgroupSample {
+                    path: Some(Arc::from(paths[i].as_str())),
+                    counters: CgroupCounters {
+                        cpu_ns: own[i],
+                        ..Default::default()
+                    },
+                    gone: *gone,
+                },
+            );
+        }
+        c.cpus = counters(t as u64 + 1, &[], busy).cpus;
+        if t > 0 {
+            total_joules += step.joules;
+        }
+        let carbon = in_force(step, carbon.0, carbon.1);
+        let s = a.update(
+            &c,
+            Some(&power(t as u64 + 1, total_joules)),
+            &[],
+            0,
+            Some(&carbon),
+        );
+        check(&s)?;
+        last = Some(s);
+    }
+    Ok(last.expect("at least one step"))
+}
+
+/// Series that only go up: each key's value never goes down while the key is present (a key
+/// that went away may come back later, from zero: a new series).
+#[derive(Default)]
+struct Monotonic(BTreeMap<String, f64>);
+
+impl Monotonic {
+    fn check(&mut self, values: impl IntoIterator<Item = (String, f64)>) -> Checked {
+        let mut now = BTreeMap::new();
+        for (key, v) in values {
+            if let Some(before) = self.0.get(&key) {
+                prop_assert!(
+                    v >= before - 1e-9 * before.abs(),
+                    "{key} went down: {before} → {v}"
+                );
+            }
+            now.insert(key, v);
+        }
+        self.0 = now;
+        Ok(())
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12)
+}
+
+fn operational_grams(e: &Emissions) -> f64 {
+    e.operational.iter().map(|s| s.grams[0]).sum()
 }
 
 proptest! {
@@ -370,70 +522,16 @@ proptest! {
             max_workloads,
             ..AttributionOptions::default()
         });
-        let paths = [
-            "/".to_owned(),
-            "/system.slice/a.service".to_owned(),
-            "/system.slice/a.service/child".to_owned(),
-            format!("/kubepods.slice/kubepods-pod6f1c3a2e_8a55_4b3e_9a4e_2d0f4c1b7e21.slice/cri-containerd-{ID}.scope"),
-            format!("/docker/{}", ID.replace('0', "f")),
-            "/user.slice".to_owned(),
-        ];
-        let mut own = [0u64; 6];
-        // A removed cgroup never comes back: a new one gets a new id.
-        let mut incarnation = [0u64; 6];
-        let (mut total_joules, mut busy) = (0.0, 0u64);
-        let mut previous: BTreeMap<String, (f64, u64)> = BTreeMap::new();
-        let mut last = None;
-        for (t, step) in steps.iter().enumerate() {
-            let mut rows = Vec::new();
-            for (i, (exists, gone, ran, reset)) in step.present.iter().enumerate() {
-                if *reset {
-                    own[i] = 0; // a counter that restarts from zero
-                }
-                if *exists {
-                    own[i] += ran;
-                    busy += ran;
-                    rows.push(((i as u64) * 1000 + incarnation[i], paths[i].as_str(), own[i], *gone));
-                } else {
-                    incarnation[i] += 1;
-                    own[i] = 0;
-                }
-            }
-            if t > 0 {
-                total_joules += step.joules;
-            }
-            let mut c = counters(t as u64 + 1, &[], busy);
-            for (id, path, cpu, gone) in rows {
-                c.cgroups.insert(id, CgroupSample {
-                    path: Some(Arc::from(path)),
-                    counters: CgroupCounters { cpu_ns: cpu, ..Default::default() },
-                    gone,
-                });
-            }
-            let s = a.update(&c, Some(&power(t as u64 + 1, total_joules)), &[], 0);
-            let mut present = std::collections::BTreeSet::new();
-            for w in &s.workloads {
+        let mut series = Monotonic::default();
+        let s = drive(&mut a, &steps, (1.0, 0.0), |s| {
+            let workloads = s.workloads.iter().flat_map(|w| {
                 let key = format!("{:?}", w.workload);
-                let now = (w.joules[0], w.counters.cpu_ns);
-                if let Some(before) = previous.get(&key) {
-                    prop_assert!(now.0 >= before.0 - 1e-9 && now.1 >= before.1, "{key} went down");
-                }
-                previous.insert(key.clone(), now);
-                present.insert(key);
-            }
-            for p in &s.pods {
-                let key = format!("pod {}", p.uid);
-                if let Some(before) = previous.get(&key) {
-                    prop_assert!(p.joules[0] >= before.0 - 1e-9, "{key} went down");
-                }
-                previous.insert(key.clone(), (p.joules[0], 0));
-                present.insert(key);
-            }
-            // A series that went away may come back later, from zero: a new series.
-            previous.retain(|k, _| present.contains(k));
-            last = Some(s);
-        }
-        let s = last.unwrap();
+                [(format!("{key} J"), w.joules[0]), (format!("{key} cpu"), w.counters.cpu_ns as f64)]
+            });
+            let pods = s.pods.iter().map(|p| (format!("pod {}", p.uid), p.joules[0]));
+            series.check(workloads.chain(pods))
+        })?;
+        let total_joules: f64 = steps.iter().skip(1).map(|s| s.joules).sum();
         let node = &s.node[0];
         let workloads: f64 = s.workloads.iter().map(|w| w.joules[0]).sum();
         let expired = s.expired_joules[0];
@@ -442,5 +540,59 @@ proptest! {
         prop_assert!((workloads + expired + node.kept_joules - total_joules).abs() <= tol,
             "{workloads} + {expired} + {} vs {total_joules}", node.kept_joules);
         prop_assert!(s.workloads.len() <= max_workloads.max(6), "bounded");
+    }
+
+    /// The same for grams, with an intensity (and its source) that changes at every interval:
+    /// the node's operational grams are Σ energy_i × intensity_i × PUE, and Σ workloads + kept
+    /// by the node + expired = node, summed over sources, to 1e-9; embodied grams likewise
+    /// (Σ workloads + the capacity nobody used + expired = seconds × g/s). No workload's or
+    /// pod's grams under any source ever go down.
+    #[test]
+    fn grams_conserved_over_intervals(
+        steps in steps(),
+        p in policy(),
+        idle_w in 0.0f64..100.0,
+        retention_s in 1u64..10,
+        max_workloads in 1usize..8,
+        pue in 1.0f64..2.0,
+        embodied in 0.0f64..0.1,
+    ) {
+        let mut a = Attributor::new(AttributionOptions {
+            idle_policy: p,
+            configured_idle: vec![("package".into(), idle_w)],
+            retention: Duration::from_secs(retention_s),
+            max_workloads,
+            ..AttributionOptions::default()
+        });
+        let mut series = Monotonic::default();
+        let s = drive(&mut a, &steps, (pue, embodied), |s| {
+            let grams = |key: String, e: &Emissions| {
+                let embodied = (format!("{key} embodied"), e.embodied);
+                e.operational.iter()
+                    .map(move |g| (format!("{key} {:?}", g.source), g.grams[0]))
+                    .chain([embodied])
+                    .collect::<Vec<_>>()
+            };
+            let workloads = s.workloads.iter().flat_map(|w| grams(format!("{:?}", w.workload), &w.emissions));
+            let pods = s.pods.iter().flat_map(|p| grams(format!("pod {}", p.uid), &p.emissions));
+            series.check(workloads.chain(pods))
+        })?;
+        let want: f64 = steps.iter().skip(1)
+            .map(|s| s.joules * s.intensity.0 * pue / crate::carbon::emissions::JOULES_PER_KWH)
+            .sum();
+        let node: f64 = s.node[0].emissions.iter().map(|g| g.active + g.idle).sum();
+        let kept: f64 = s.node[0].emissions.iter().map(|g| g.kept).sum();
+        let workloads: f64 = s.workloads.iter().map(|w| operational_grams(&w.emissions)).sum();
+        let c = s.carbon.as_ref().expect("carbon was given");
+        let expired = operational_grams(&c.expired);
+        prop_assert!(close(node, want), "node {node} vs Σ E_i × I_i × PUE {want}");
+        prop_assert!(close(workloads + kept + expired, node),
+            "{workloads} + {kept} + {expired} vs {node}");
+
+        let want = (steps.len() - 1) as f64 * embodied;
+        let workloads: f64 = s.workloads.iter().map(|w| w.emissions.embodied).sum();
+        prop_assert!(close(c.embodied_active + c.embodied_idle, want));
+        prop_assert!(close(workloads + c.embodied_idle + c.expired.embodied, want),
+            "{workloads} + {} + {} vs {want}", c.embodied_idle, c.expired.embodied);
     }
 }

@@ -25,7 +25,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-pub use args::{CarbonArgs, Zone, parse_duration};
+pub use args::{CarbonArgs, Zone};
 pub use emissions::{
     GramsSplit, embodied, embodied_grams_per_second, grams, grams_per_joule, operational,
 };

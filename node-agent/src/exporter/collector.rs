@@ -7,7 +7,7 @@ use prometheus_client::{
     collector::Collector, encoding::DescriptorEncoder, metrics::info::Info, registry::Registry,
 };
 
-use super::{agent, families::escape_label_value, kepler, node, workloads};
+use super::{agent, carbon, families::escape_label_value, kepler, node, workloads};
 use crate::{config::Compat, snapshot::Latest};
 
 #[derive(Debug)]
@@ -26,6 +26,7 @@ impl Collector for SnapshotCollector {
         node::encode(&mut enc, &s)?;
         workloads::encode(&mut enc, &s)?;
         agent::encode(&mut enc, &s)?;
+        carbon::encode(&mut enc, &s)?;
         if self.compat == Some(Compat::Kepler) && s.power.is_some() {
             kepler::encode(&mut enc, &s, &self.node)?;
         }

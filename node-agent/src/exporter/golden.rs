@@ -145,6 +145,37 @@ fn golden_without_power_no_energy_families() {
     assert!(text.contains("# TYPE wattlet_container_cpu_seconds counter\n"));
 }
 
+/// Without a power reading: the intensity in force, no emissions (no energy to weigh).
+#[test]
+fn golden_without_power_intensity_but_no_emissions() {
+    let mut s = fixture::snapshot();
+    s.power = None;
+    let text = rendered(s, None);
+    assert!(text.contains("wattlet_grid_carbon_intensity_grams_per_kwh{"));
+    assert!(
+        !text.contains("_emissions_grams_total{node=\"node-1\",zone="),
+        "{text}"
+    );
+}
+
+/// Embodied families only with --carbon.embodied-kg; no carbon families without carbon.
+#[test]
+fn golden_carbon_families_only_when_configured() {
+    let mut s = fixture::snapshot();
+    if let Some(c) = &mut s.carbon {
+        c.embodied_grams_per_second = None;
+    }
+    let text = rendered(s, None);
+    assert!(text.contains("wattlet_node_emissions_grams_total{"));
+    assert!(!text.contains("embodied"), "{text}");
+    let mut s = fixture::snapshot();
+    s.carbon = None;
+    let text = rendered(s, None);
+    for family in ["emissions", "carbon"] {
+        assert!(!text.contains(family), "{family} in\n{text}");
+    }
+}
+
 /// Before the first interval: build info only, no snapshot families.
 #[test]
 fn golden_nothing_before_the_first_snapshot() {

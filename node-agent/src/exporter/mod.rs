@@ -7,6 +7,8 @@
 //!   - `workloads`: containers, pods, non-container cgroups, expired energy;
 //!   - `agent`: the agent about itself (pod-metadata watch, its CPU and energy, attribution
 //!     settings, the in-kernel map, its last interval);
+//!   - `carbon`: the grid intensity in force, the PUE, the intensity sources' failures, and
+//!     operational and embodied emissions per node, container, pod and cgroup;
 //!   - `kepler`: Kepler's names, with `--metrics-compat kepler`.
 //! - `families`: counter and gauge families, label-value escaping.
 //! - [`openmetrics_to_text_004`] (`classic`): the classic text format for non-OpenMetrics
@@ -18,6 +20,7 @@
 //! (the golden test); a change to them is a change to what dashboards see.
 
 mod agent;
+mod carbon;
 mod classic;
 mod collector;
 mod families;

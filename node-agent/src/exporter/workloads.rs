@@ -36,7 +36,7 @@ fn switches(c: &CgroupCounters) -> [(&'static str, u64); 2] {
 }
 
 /// Per zone: the zone's labels and the value, skipping zones without one.
-fn per_zone<'a, T: Copy>(
+pub(super) fn per_zone<'a, T: Copy>(
     s: &'a Snapshot,
     est: &'static str,
     values: &'a [T],
@@ -48,7 +48,7 @@ fn per_zone<'a, T: Copy>(
         .map(move |(z, v)| ([("zone", z.as_str()), ("estimated", est)], *v))
 }
 
-fn container_labels(c: &ContainerRow) -> [Label<'_>; 4] {
+pub(super) fn container_labels(c: &ContainerRow) -> [Label<'_>; 4] {
     [
         ("container_id", &c.id),
         ("container", &c.name),
@@ -57,7 +57,7 @@ fn container_labels(c: &ContainerRow) -> [Label<'_>; 4] {
     ]
 }
 
-fn pod_labels(p: &PodRow) -> [Label<'_>; 3] {
+pub(super) fn pod_labels(p: &PodRow) -> [Label<'_>; 3] {
     [
         ("pod", &p.name),
         ("namespace", &p.namespace),

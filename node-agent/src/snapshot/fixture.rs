@@ -1,18 +1,25 @@
 //! A fixed snapshot for the exporters' tests: two zones of a modelled (estimated) source,
 //! containers known and unknown to the API server (one terminated), their pods, plain cgroups
-//! with the reserved rows and a path that needs escaping, the agent about itself, hardware PMU.
+//! with the reserved rows and a path that needs escaping, the agent about itself, hardware PMU,
+//! and carbon (an API reading for zone DE, a PUE, embodied emissions, one container and the node
+//! with grams from before a failover to the default).
 //! Its figures are made up; what matters is that every family has something to show.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use node_agent_common::CgroupCounters;
 
 use super::Snapshot;
 use crate::{
     attribution::{
-        AttributionSnapshot, IdleMethod, IdlePolicy, NodeZone, OVERFLOW, PodTotals, UNSEEN,
-        WorkloadTotals,
+        AttributedCarbon, AttributionSnapshot, Emissions, IdleMethod, IdlePolicy, IntervalCarbon,
+        NodeGrams, NodeZone, OVERFLOW, PodTotals, SourceGrams, UNSEEN, WorkloadTotals,
     },
+    carbon::{self, ErrorCount, Reading},
     kernel::{CountersSnapshot, CpuTime, PmuCounters},
     kubernetes::{ContainerMeta, MetaIndex, MetaView, PodMeta},
     power::{DropReason, PowerSnapshot, SourceKind, ZoneSample},
@@ -61,6 +68,24 @@ fn workload(
         counters,
         joules: joules.to_vec(),
         watts: watts.to_vec(),
+        emissions: emissions(joules),
+    }
+}
+
+/// The intensity of the fixture, g/kWh, and its PUE.
+const GRAMS_PER_KWH: f64 = 302.0;
+const PUE: f64 = 1.25;
+
+/// Grams for the fixture's joules at its intensity (from the API), and embodied grams of a
+/// tenth of a gram per kJ.
+fn emissions(joules: [f64; 2]) -> Emissions {
+    let per_joule = carbon::grams_per_joule(GRAMS_PER_KWH, PUE);
+    Emissions {
+        operational: vec![SourceGrams {
+            source: carbon::SourceKind::Api,
+            grams: joules.iter().map(|j| j * per_joule).collect(),
+        }],
+        embodied: joules.iter().sum::<f64>() * 1e-4,
     }
 }
 
@@ -74,6 +99,22 @@ fn container(runtime: &'static str, id: &str, pod_uid: Option<&str>, qos: Qos) -
 }
 
 fn workloads() -> Vec<WorkloadTotals> {
+    let mut w = workload_energy();
+    // The first container also ran while the agent used the world average.
+    w[0].emissions = failed_over(w[0].emissions.clone());
+    w
+}
+
+/// `e` with grams from a time the agent used the world average.
+fn failed_over(mut e: Emissions) -> Emissions {
+    e.operational.push(SourceGrams {
+        source: carbon::SourceKind::Default,
+        grams: vec![0.25, 12.5],
+    });
+    e
+}
+
+fn workload_energy() -> Vec<WorkloadTotals> {
     let cgroup = |path: &str| Workload::Cgroup(path.into());
     vec![
         workload(
@@ -137,7 +178,60 @@ fn node_zone(zone: &str, joules: [f64; 3], watts: [f64; 2], method: IdleMethod) 
         active_watts: Some(watts[0]),
         idle_watts: Some(watts[1]),
         idle_estimate: Some((watts[1], method)),
+        emissions: {
+            let g = carbon::grams_per_joule(GRAMS_PER_KWH, PUE);
+            vec![
+                NodeGrams {
+                    source: carbon::SourceKind::Api,
+                    active: joules[0] * g,
+                    idle: joules[1] * g,
+                    kept: joules[2] * g,
+                },
+                NodeGrams {
+                    source: carbon::SourceKind::Default,
+                    active: 1.5,
+                    idle: 2.5,
+                    kept: 2.5,
+                },
+            ]
+        },
     }
+}
+
+fn carbon() -> AttributedCarbon {
+    AttributedCarbon {
+        in_force: IntervalCarbon {
+            reading: Reading {
+                grams_per_kwh: GRAMS_PER_KWH,
+                source: carbon::SourceKind::Api,
+                zone: Some("DE".into()),
+                is_estimated: Some(true),
+                fetched_at: Instant::now(),
+                datetime: Some("2026-11-22T14:00:00.000Z".into()),
+            },
+            pue: PUE,
+            embodied_grams_per_second: Some(0.0079),
+        },
+        embodied_active: 0.25,
+        embodied_idle: 0.5,
+        expired: emissions([0.5, 30.0]),
+    }
+}
+
+/// The intensity sources' failures of the fixture.
+pub(crate) fn intensity_errors() -> Vec<ErrorCount> {
+    vec![
+        ErrorCount {
+            source: carbon::SourceKind::Api,
+            reason: "timeout",
+            count: 3,
+        },
+        ErrorCount {
+            source: carbon::SourceKind::File,
+            reason: "not_json",
+            count: 1,
+        },
+    ]
 }
 
 fn attribution() -> AttributionSnapshot {
@@ -167,15 +261,18 @@ fn attribution() -> AttributionSnapshot {
                 running: true,
                 joules: vec![3.0, 250.5],
                 watts: vec![Some(0.1), Some(2.5)],
+                emissions: failed_over(emissions([3.0, 250.5])),
             },
             PodTotals {
                 uid: UID_GONE.into(),
                 running: false,
                 joules: vec![1.0, 80.0],
                 watts: vec![None, None],
+                emissions: emissions([1.0, 80.0]),
             },
         ],
         expired_joules: vec![0.5, 30.0],
+        carbon: Some(carbon()),
     }
 }
 
@@ -255,4 +352,5 @@ pub(crate) fn snapshot() -> Snapshot {
         Duration::from_millis(4),
         1,
     )
+    .with_intensity_errors(intensity_errors())
 }

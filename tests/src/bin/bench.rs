@@ -174,13 +174,25 @@ fn load_for(d: Duration) {
 /// A snapshot of `containers` containers (two per pod) and 50 cgroups, two zones.
 fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
     use node_agent::{
-        attribution::{AttributionSnapshot, IdleMethod, IdlePolicy, NodeZone, WorkloadTotals},
+        attribution::{
+            AttributedCarbon, AttributionSnapshot, Emissions, IdleMethod, IdlePolicy,
+            IntervalCarbon, NodeGrams, NodeZone, SourceGrams, WorkloadTotals,
+        },
+        carbon::{Reading, SourceKind as Intensity, WORLD_AVERAGE},
         kernel::{CountersSnapshot, CpuTime, PmuCounters},
         power::{PowerSnapshot, SourceKind, ZoneSample},
         workload::{Container, Qos, Workload},
     };
     use node_agent_common::CgroupCounters;
     let zones = vec!["dram".to_owned(), "package".to_owned()];
+    // Carbon as a default run has it: one intensity source, no embodied emissions.
+    let grams = |joules: &[f64]| Emissions {
+        operational: vec![SourceGrams {
+            source: Intensity::Default,
+            grams: joules.iter().map(|j| j * WORLD_AVERAGE / 3.6e6).collect(),
+        }],
+        embodied: 0.0,
+    };
     let counters = |i: usize| CgroupCounters {
         cpu_ns: 1_000_000_000 + i as u64,
         switches_voluntary: 100 + i as u64,
@@ -199,6 +211,7 @@ fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
             counters: counters(i),
             joules: vec![1.5 + i as f64, 12.25 + i as f64],
             watts: vec![Some(0.5), Some(3.25)],
+            emissions: grams(&[1.5 + i as f64, 12.25 + i as f64]),
         })
         .collect();
     workloads.extend((0..50).map(|i| WorkloadTotals {
@@ -207,6 +220,7 @@ fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
         counters: counters(i),
         joules: vec![0.5, 2.0],
         watts: vec![Some(0.1), Some(0.2)],
+        emissions: grams(&[0.5, 2.0]),
     }));
     let node = |z: &str| NodeZone {
         zone: z.into(),
@@ -216,6 +230,12 @@ fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
         active_watts: Some(60.0),
         idle_watts: Some(40.0),
         idle_estimate: Some((40.0, IdleMethod::Regression)),
+        emissions: vec![NodeGrams {
+            source: Intensity::Default,
+            active: 131.0,
+            idle: 52.5,
+            kept: 52.5,
+        }],
     };
     let attribution = AttributionSnapshot {
         node: zones.iter().map(|z| node(z)).collect(),
@@ -230,9 +250,27 @@ fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
                 running: true,
                 joules: vec![3.0 + i as f64, 24.5 + i as f64],
                 watts: vec![Some(1.0), Some(6.5)],
+                emissions: grams(&[3.0 + i as f64, 24.5 + i as f64]),
             })
             .collect(),
         expired_joules: vec![0.0, 0.0],
+        carbon: Some(AttributedCarbon {
+            in_force: IntervalCarbon {
+                reading: Reading {
+                    grams_per_kwh: WORLD_AVERAGE,
+                    source: Intensity::Default,
+                    zone: None,
+                    is_estimated: None,
+                    fetched_at: std::time::Instant::now(),
+                    datetime: None,
+                },
+                pue: 1.0,
+                embodied_grams_per_second: None,
+            },
+            embodied_active: 0.0,
+            embodied_idle: 0.0,
+            expired: grams(&[0.0, 0.0]),
+        }),
     };
     let power = PowerSnapshot {
         source: SourceKind::Powercap,
