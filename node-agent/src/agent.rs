@@ -20,9 +20,9 @@ use crate::{
     kernel::{KernelCounters, KernelOptions},
     kubernetes::{self, Metadata},
     power::{self, BusySample, Meter, PowerOptions},
+    snapshot::{Latest, Snapshot},
     sys,
     units::secs_from_ns,
-    snapshot::{Latest, Snapshot},
 };
 
 pub async fn run(opts: Options) -> Result<()> {
