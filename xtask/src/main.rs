@@ -78,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { filter } => {
             let tools = setup::ensure_build_tools()?;
             setup::ensure_prometheus()?;
+            setup::ensure_chromium()?;
             let bin = build_agent(&root, &tools)?;
             eprintln!("xtask: unit tests");
             let mut unit = cargo(&tools);
