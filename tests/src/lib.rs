@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod browser;
 pub mod rapl_sim;
 
 /// The cgroup v2 mount of this machine.
@@ -130,6 +131,16 @@ pub fn kill_and_remove(path: &Path) {
     }
 }
 
+/// A container's cgroup laid out as the kubelet (systemd driver) and containerd lay it out,
+/// under `base`: `kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid>.slice/
+/// cri-containerd-<id>.scope`. `qos` is `besteffort` or `burstable`.
+pub fn pod_container(base: &TestCgroup, qos: &str, pod_uid: &str, id: &str) -> Result<TestCgroup> {
+    TestCgroup::create_at(base.path.join(format!(
+        "kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{}.slice/cri-containerd-{id}.scope",
+        pod_uid.replace('-', "_")
+    )))
+}
+
 /// The workload binary, built with these tests (cargo sets its path for integration tests).
 #[macro_export]
 macro_rules! workload {
@@ -190,6 +201,15 @@ pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> Result<(u16, St
         .and_then(|c| c.parse().ok())
         .context("no HTTP status")?;
     Ok((status, body.to_owned()))
+}
+
+/// GET `path` and parse the body as JSON; an error unless the status is 200.
+pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value> {
+    let (status, body) = http_get(addr, path, None)?;
+    if status != 200 {
+        bail!("GET {path}: {status} {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
 }
 
 /// A free loopback port (bound, read, released).
