@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, CommandFactory as _, Parser, Subcommand, error::ErrorKind};
 
 use crate::{
-    attribution::AttributionArgs, flags::parse_duration, kernel::KernelOptions, power::PowerOptions,
+    attribution::AttributionArgs, flags::parse_duration, kernel::KernelOptions,
+    power::PowerOptions, report::ReportArgs,
 };
 
 /// `wattlet`'s command line, checked whole: [`Cli::try_parse_from`] fails (exit status 2, the
@@ -31,12 +32,15 @@ struct Flags {
     options: Options,
 }
 
-#[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Subcommand, Clone, Debug, PartialEq)]
 pub enum Command {
     /// Measure and serve /metrics (the default).
     Run,
     /// Print what this node supports and what the agent will use; non-zero exit if it cannot run.
     Check,
+    /// Energy, emissions, average power and CPU-hours per namespace, pod or node over a period,
+    /// from the Prometheus that scrapes the agents (table, CSV, JSON, or one HTML file).
+    Report(ReportArgs),
 }
 
 impl Cli {
@@ -51,10 +55,11 @@ impl Cli {
         T: Into<OsString> + Clone,
     {
         let flags = Flags::try_parse_from(args)?;
-        flags
-            .options
-            .check()
-            .map_err(|why| Flags::command().error(ErrorKind::ValueValidation, format!("{why}")))?;
+        let invalid = |why: &dyn Display| Flags::command().error(ErrorKind::ValueValidation, why);
+        flags.options.check().map_err(|why| invalid(&why))?;
+        if let Some(Command::Report(report)) = &flags.command {
+            report.period().map_err(|why| invalid(&why))?;
+        }
         Ok(Self {
             command: flags.command.unwrap_or(Command::Run),
             options: flags.options,

@@ -16,6 +16,7 @@ pub mod flags;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;
+pub mod report;
 pub mod snapshot;
 pub mod sys;
 pub mod units;
