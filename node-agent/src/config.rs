@@ -403,6 +403,58 @@ mod tests {
     }
 
     #[test]
+    fn the_report_subcommand() {
+        use crate::report::{Format, GroupBy};
+        let cli = parse(&[
+            "report",
+            "--prometheus",
+            "http://prometheus:9090",
+            "--since",
+            "5m",
+            "--to",
+            "2026-11-01T00:00:00Z",
+            "--by",
+            "pod",
+            "--format",
+            "html",
+            "--output",
+            "r.html",
+        ])
+        .unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not the report: {:?}", cli.command);
+        };
+        assert_eq!((r.by, r.format), (GroupBy::Pod, Format::Html));
+        let (from, to) = r.period().unwrap();
+        assert_eq!(to - from, 300_000);
+        fn report<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+            let mut args = vec!["report", "--prometheus", "http://p:9090"];
+            args.extend(extra);
+            args
+        }
+        // The default: the last 30 days, by namespace, as a table.
+        let Command::Report(r) = parse(&report(&[])).unwrap().command else {
+            unreachable!()
+        };
+        let (from, to) = r.period().unwrap();
+        assert_eq!(
+            (to - from, r.by, r.format),
+            (30 * 86_400_000, GroupBy::Namespace, Format::Table)
+        );
+        rejected(
+            &report(&["--since", "5m", "--from", "2026-11-01"]),
+            &["--since", "--from"],
+        );
+        rejected(&report(&["--since", "5 parsecs"]), &["--since", "30d"]);
+        rejected(&report(&["--from", "yesterday"]), &["--from", "2026-11-01"]);
+        rejected(
+            &report(&["--from", "2026-11-02", "--to", "2026-11-01"]),
+            &["the period is empty", "--from 2026-11-02T00:00:00Z"],
+        );
+        rejected(&["report"], &["--prometheus"]);
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(
             parse_listen_address(":9959").unwrap().to_string(),

@@ -29,7 +29,7 @@ struct Doc<'a> {
 struct SpanDoc<'a> {
     from: String,
     to: String,
-    seconds: i64,
+    seconds: f64,
     /// `rules` when energy and emissions came from the daily recording rules.
     source: &'static str,
     groups: Vec<GroupDoc<'a>>,
@@ -99,7 +99,7 @@ struct NodeDoc<'a> {
     model: &'a str,
 }
 
-fn figures(f: &Figures, seconds: i64) -> FiguresDoc {
+fn figures(f: &Figures, seconds: f64) -> FiguresDoc {
     FiguresDoc {
         energy_kwh: f.kwh(),
         avg_power_watts: f.avg_watts(seconds),
@@ -205,7 +205,7 @@ mod tests {
         let d: Value = serde_json::from_str(&render(&report())).unwrap();
         assert_eq!(d["version"], 1);
         assert_eq!(d["group_by"], "namespace");
-        assert_eq!(d["period"]["seconds"], 2 * 86400);
+        assert_eq!(d["period"]["seconds"], 2.0 * 86400.0);
         let a = &d["period"]["groups"][0];
         assert_eq!(a["group"], "team-a");
         assert_eq!(a["energy_kwh"], 3.0);

@@ -24,8 +24,12 @@ impl Figures {
 
     /// Average power over a span of `seconds`: its energy spread over the whole span, whether
     /// or not the group ran all of it.
-    pub fn avg_watts(&self, seconds: i64) -> f64 {
-        self.energy_joules / seconds.max(1) as f64
+    pub fn avg_watts(&self, seconds: f64) -> f64 {
+        if seconds > 0.0 {
+            self.energy_joules / seconds
+        } else {
+            0.0
+        }
     }
 
     pub fn cpu_hours(&self) -> Option<f64> {
@@ -63,7 +67,7 @@ pub struct Row {
     pub figures: Figures,
 }
 
-/// The groups' figures over [from, to).
+/// The groups' figures over [from, to) (Unix milliseconds).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Span {
     pub from: i64,
@@ -74,8 +78,8 @@ pub struct Span {
 }
 
 impl Span {
-    pub fn seconds(&self) -> i64 {
-        self.to - self.from
+    pub fn seconds(&self) -> f64 {
+        (self.to - self.from) as f64 / 1000.0
     }
 
     pub fn total(&self) -> Figures {
@@ -245,7 +249,7 @@ mod tests {
         let f = figures(7.2e6, None);
         assert_eq!(f.kwh(), 2.0);
         // 2 kWh over a day: 83.3 W on average.
-        assert!((f.avg_watts(DAY) - 83.333).abs() < 1e-3);
+        assert!((f.avg_watts(86_400.0) - 83.333).abs() < 1e-3);
         assert_eq!(f.cpu_hours(), Some(200.0));
     }
 
@@ -265,13 +269,13 @@ mod tests {
 
     #[test]
     fn days_are_utc_and_cut_at_the_ends() {
-        let from = 10 * DAY + 3600;
+        let from = 10 * DAY + 3_600_000;
         assert_eq!(
-            days(from, 12 * DAY + 60),
+            days(from, 12 * DAY + 60_000),
             [
                 (from, 11 * DAY),
                 (11 * DAY, 12 * DAY),
-                (12 * DAY, 12 * DAY + 60)
+                (12 * DAY, 12 * DAY + 60_000)
             ]
         );
         assert_eq!(days(DAY, 2 * DAY), [(DAY, 2 * DAY)]);

@@ -158,9 +158,14 @@ impl Prometheus {
         }
     }
 
-    /// `expr` evaluated at Unix time `at`: its series. A scalar is one series without labels.
+    /// `expr` evaluated at `at` (Unix milliseconds): its series. A scalar is one series
+    /// without labels.
     pub async fn query(&self, expr: &str, at: i64) -> Result<Vec<Sample>, PromError> {
-        let query = format!("query={}&time={at}", encode(expr));
+        let query = format!(
+            "query={}&time={}",
+            encode(expr),
+            super::time::prometheus_time(at)
+        );
         let data = self.get("/api/v1/query", &query, expr).await?;
         Ok(samples(&data))
     }

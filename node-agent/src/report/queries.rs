@@ -7,7 +7,7 @@
 //! energy and emissions are summed over `package` and `dram` only — the zones the agent's page
 //! adds up too (`snapshot::total_zones`).
 
-use super::args::GroupBy;
+use super::{args::GroupBy, time::promql_duration};
 use crate::snapshot::TOTAL_ZONES;
 
 /// The figures added up per group.
@@ -67,12 +67,13 @@ pub fn series(by: GroupBy, m: Measure) -> String {
     }
 }
 
-/// A figure per group over the `range` seconds before the evaluation time.
+/// A figure per group over the `range` (milliseconds) before the evaluation time.
 pub fn increase(by: GroupBy, m: Measure, range: i64) -> String {
     format!(
-        "sum by ({}) (increase({}[{range}s]))",
+        "sum by ({}) (increase({}[{}]))",
         labels(by),
-        series(by, m)
+        series(by, m),
+        promql_duration(range)
     )
 }
 
@@ -104,26 +105,34 @@ pub fn from_daily_rule(by: GroupBy, m: Measure, rule: &str, factor: f64) -> Stri
 
 /// Whether the agents' series exist in the period at all.
 pub fn any_wattlet(range: i64) -> String {
-    format!("count(max_over_time(wattlet_node_energy_joules_total[{range}s]))")
+    format!(
+        "count(max_over_time(wattlet_node_energy_joules_total[{}]))",
+        promql_duration(range)
+    )
 }
 
 /// The mean grid intensity per source and grid zone.
 pub fn intensity(range: i64) -> String {
     format!(
-        "avg by (source, zone) (avg_over_time(wattlet_grid_carbon_intensity_grams_per_kwh[{range}s]))"
+        "avg by (source, zone) (avg_over_time(wattlet_grid_carbon_intensity_grams_per_kwh[{}]))",
+        promql_duration(range)
     )
 }
 
 /// The mean PUE per node.
 pub fn pue(range: i64) -> String {
-    format!("avg by (node) (avg_over_time(wattlet_carbon_pue[{range}s]))")
+    format!(
+        "avg by (node) (avg_over_time(wattlet_carbon_pue[{}]))",
+        promql_duration(range)
+    )
 }
 
 /// Each node's power source(s) in the period.
 pub fn power_sources(range: i64) -> String {
     format!(
         "max by (node, source, estimated, model) \
-         (max_over_time(wattlet_node_power_source_info[{range}s]))"
+         (max_over_time(wattlet_node_power_source_info[{}]))",
+        promql_duration(range)
     )
 }
 
@@ -134,16 +143,16 @@ mod tests {
     #[test]
     fn energy_of_namespaces_is_their_pods_package_and_dram() {
         assert_eq!(
-            increase(GroupBy::Namespace, Measure::Energy, 300),
+            increase(GroupBy::Namespace, Measure::Energy, 300_000),
             "sum by (namespace) (increase(wattlet_pod_energy_joules_total{zone=~\"package|dram\"}[300s]))"
         );
         assert_eq!(
-            increase(GroupBy::Node, Measure::Cpu, 86400),
+            increase(GroupBy::Node, Measure::Cpu, 86_400_000),
             "sum by (node) (increase(wattlet_node_cpu_seconds_total{mode=\"busy\"}[86400s]))"
         );
         assert_eq!(
-            increase(GroupBy::Pod, Measure::Operational, 60),
-            "sum by (namespace, pod, pod_uid) (increase(wattlet_pod_emissions_grams_total{zone=~\"package|dram\"}[60s]))"
+            increase(GroupBy::Pod, Measure::Operational, 60_500),
+            "sum by (namespace, pod, pod_uid) (increase(wattlet_pod_emissions_grams_total{zone=~\"package|dram\"}[60500ms]))"
         );
     }
 

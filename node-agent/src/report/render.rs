@@ -45,7 +45,7 @@ pub const COLUMNS: [&str; 5] = [
 ];
 
 /// A row's cells: the group, then [`COLUMNS`].
-pub fn cells(row: &Row, seconds: i64) -> Vec<String> {
+pub fn cells(row: &Row, seconds: f64) -> Vec<String> {
     let f = &row.figures;
     vec![
         row.group.clone(),
@@ -161,7 +161,7 @@ pub fn period(span: &Span) -> String {
         "{} to {} ({})",
         time::rfc3339(span.from),
         time::rfc3339(span.to),
-        time::span(span.seconds())
+        time::span(span.to - span.from)
     )
 }
 
