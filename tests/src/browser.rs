@@ -207,10 +207,11 @@ fn decode(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// A number as shown ("16.9 W", "1.23 kJ", "4.2%", "0.08 Wh"): its value in the base unit
-/// (W, J, a share 0..=1, Wh) and half a unit of its last digit, the rounding it may hide.
+/// A number as shown ("16.9 W", "1.23 kJ", "4.2%", "0.08 Wh", "1,376"): its value in the base
+/// unit (W, J, a share 0..=1, Wh) and half a unit of its last digit, the rounding it may hide.
 pub fn shown_number(text: &str) -> Option<(f64, f64)> {
-    let text = text.trim();
+    let text = text.trim().replace(',', "");
+    let text = text.as_str();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
         .unwrap_or(text.len());
@@ -256,5 +257,6 @@ mod tests {
         let (v, half) = shown_number("4.2%").unwrap();
         assert!((v - 0.042).abs() < 1e-12 && (half - 0.0005).abs() < 1e-12);
         assert_eq!(shown_number("—"), None);
+        assert_eq!(shown_number("522,690"), Some((522_690.0, 0.5)));
     }
 }

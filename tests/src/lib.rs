@@ -383,6 +383,37 @@ impl Prometheus {
             .as_str()
             .and_then(|s| s.parse().ok()))
     }
+
+    /// Every series of a PromQL expression evaluated at `time` (Prometheus's form: Unix
+    /// seconds, fractions allowed), or now: labels and value.
+    pub fn query_all(
+        &self,
+        expr: &str,
+        time: Option<&str>,
+    ) -> Result<Vec<(std::collections::BTreeMap<String, String>, f64)>> {
+        let at = time.map(|t| format!("&time={t}")).unwrap_or_default();
+        let (status, body) = http_get(
+            &self.addr,
+            &format!("/api/v1/query?query={}{at}", url_encode(expr)),
+            None,
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        if status != 200 {
+            bail!("{expr}: {}", v["error"]);
+        }
+        let rows = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let labels = r["metric"]
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                    .collect();
+                Some((labels, r["value"][1].as_str()?.parse().ok()?))
+            })
+            .collect())
+    }
 }
 
 impl Drop for Prometheus {

@@ -104,8 +104,8 @@ fn tiles(r: &Report) -> String {
     let secs = r.period.seconds();
     let tile = |label: &str, value: String, unit: &str| {
         format!(
-            "<div class=\"tile\"><div class=\"label\">{label}</div><div class=\"value\">{value} \
-             <small>{unit}</small></div></div>\n"
+            "<div class=\"tile\"><div class=\"label\">{label} <small>{unit}</small></div>\
+             <div class=\"value\">{value}</div></div>\n"
         )
     };
     let grams = |g: Option<f64>| g.map_or_else(|| NA.to_owned(), num);
@@ -128,7 +128,7 @@ fn bars(span: &Span) -> String {
     if rows.is_empty() {
         return "<p class=\"muted\">No groups in the period.</p>\n".into();
     }
-    let (w, label_w, value_w, row_h) = (760.0, 220.0, 90.0, 26.0);
+    let (w, label_w, value_w, row_h) = (760.0, 220.0, 130.0, 26.0);
     let h = row_h * rows.len() as f64 + 8.0;
     let max = rows
         .iter()
@@ -181,39 +181,44 @@ fn per_day(r: &Report) -> String {
         .take(COLOURS.len())
         .map(|g| g.group.as_str())
         .collect();
-    let (w, h, left, bottom, top) = (760.0, 260.0, 64.0, 28.0, 10.0);
-    let totals: Vec<f64> = r.days.iter().map(|d| d.total().kwh()).collect();
-    let max = totals.iter().copied().fold(0.0, f64::max);
+    let max = r.days.iter().map(|d| d.total().kwh()).fold(0.0, f64::max);
     if r.days.is_empty() || max <= 0.0 {
         return "<p class=\"muted\">No energy in the period.</p>\n".into();
     }
     let step = nice_step(max / 4.0);
     let ymax = (max / step).ceil() * step;
+    let ticks: Vec<(f64, String)> = (0..)
+        .map(|i| i as f64 * step)
+        .take_while(|v| *v <= ymax * (1.0 + 1e-9))
+        .map(|v| (v, tick(v, step)))
+        .collect();
+    let widest = ticks.iter().map(|(_, t)| t.len()).max().unwrap_or(1);
+    let (w, h, bottom, top) = (760.0, 260.0, 28.0, 18.0);
+    let left = 16.0 + 7.5 * widest as f64;
     let plot_h = h - top - bottom;
     let y = |v: f64| top + plot_h * (1.0 - v / ymax);
-    let slot = (w - left - 8.0) / r.days.len() as f64;
     let mut out = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"Energy per day\" \
-         xmlns=\"http://www.w3.org/2000/svg\">\n"
+         xmlns=\"http://www.w3.org/2000/svg\">\n<text x=\"{x}\" y=\"11\" text-anchor=\"end\" \
+         class=\"axis\">kWh</text>\n",
+        x = left - 6.0
     );
-    let mut v = 0.0;
-    while v <= ymax * (1.0 + 1e-9) {
+    for (v, label) in &ticks {
         let _ = write!(
             out,
             "<line x1=\"{left}\" x2=\"{x2}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/>\
-             <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\" class=\"axis\">{v} kWh</text>\n",
+             <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\" class=\"axis\">{label}</text>\n",
             x2 = w - 8.0,
-            y = y(v),
+            y = y(*v),
             tx = left - 6.0,
-            ty = y(v) + 4.0,
-            v = num(v),
+            ty = y(*v) + 4.0,
         );
-        v += step;
     }
+    let slot = (w - left - 8.0) / r.days.len() as f64;
+    let bw = (slot * 0.7).min(64.0);
     let label_every = (r.days.len() / 10).max(1);
     for (i, d) in r.days.iter().enumerate() {
-        let x = left + slot * i as f64 + slot * 0.15;
-        let bw = slot * 0.7;
+        let x = left + slot * i as f64 + (slot - bw) / 2.0;
         let mut base = 0.0;
         for (colour, kwh, name) in stacks(d, &named) {
             if kwh <= 0.0 {
@@ -243,6 +248,17 @@ fn per_day(r: &Report) -> String {
     }
     out += "</svg>\n";
     out + &legend(&named, r.period.rows.len() > named.len())
+}
+
+/// A tick's label: as many decimals as the step needs, no more.
+fn tick(v: f64, step: f64) -> String {
+    let decimals = (0..12)
+        .find(|d| {
+            let scaled = step * 10f64.powi(*d);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+        })
+        .unwrap_or(12) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// A day's energy per named group, then the rest as "other".
@@ -387,5 +403,9 @@ mod tests {
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(nice_step(0.3), 0.5);
         assert_eq!(nice_step(7.0), 10.0);
+        assert_eq!(tick(0.00004, 0.00002), "0.00004");
+        assert_eq!(tick(5.0, 2.5), "5.0");
+        assert_eq!(tick(0.5, 0.25), "0.50");
+        assert_eq!(tick(40.0, 20.0), "40");
     }
 }

@@ -19,14 +19,27 @@ pub fn render(r: &Report, format: Format) -> String {
     }
 }
 
-/// About four significant digits, no exponent, whole numbers from 1000 up.
+/// About four significant digits, no exponent; whole numbers from 1000 up, with thousands
+/// separated (`522,690`).
 pub fn num(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return "0".into();
     }
     let magnitude = x.abs().log10().floor() as i32;
     let decimals = (3 - magnitude).clamp(0, 12) as usize;
-    format!("{x:.decimals$}")
+    let text = format!("{x:.decimals$}");
+    if decimals > 0 {
+        return text;
+    }
+    let (sign, digits) = text.split_at(usize::from(text.starts_with('-')));
+    let mut grouped = String::from(sign);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    grouped
 }
 
 pub const NA: &str = "n/a";
@@ -134,11 +147,11 @@ pub fn sci(r: &Report) -> Vec<(&'static str, &'static str, String)> {
     let nodes = |n: usize| format!("{n} node{}", if n == 1 { "" } else { "s" });
     let mut power = format!("measured on {}", nodes(measured));
     if measured > 0 {
-        power += &format!(" ({})", r.inputs.source_summary(false));
+        power += &format!(": {}", r.inputs.source_summary(false));
     }
-    power += &format!(", modelled on {}", nodes(modelled));
+    power += &format!("; modelled on {}", nodes(modelled));
     if modelled > 0 {
-        power += &format!(" ({})", r.inputs.source_summary(true));
+        power += &format!(": {}", r.inputs.source_summary(true));
     }
     vec![
         ("E", "energy", e),
@@ -338,7 +351,9 @@ pub(super) mod tests {
     fn numbers_keep_four_significant_digits() {
         assert_eq!(num(12.345_6), "12.35");
         assert_eq!(num(0.000_012_345_6), "0.00001235");
-        assert_eq!(num(123_456.7), "123457");
+        assert_eq!(num(123_456.7), "123,457");
+        assert_eq!(num(-1234.0), "-1,234");
+        assert_eq!(num(999.94), "999.9");
         assert_eq!(num(0.0), "0");
         assert_eq!(opt(None), "n/a");
     }
@@ -354,12 +369,12 @@ pub(super) mod tests {
         // 3 kWh over 2 days: 62.5 W.
         let a = lines.iter().find(|l| l.starts_with("team-a")).unwrap();
         let cells: Vec<&str> = a.split_whitespace().collect();
-        assert_eq!(cells, ["team-a", "3.000", "62.50", "30.00", "1200", "n/a"]);
+        assert_eq!(cells, ["team-a", "3.000", "62.50", "30.00", "1,200", "n/a"]);
         let total = lines.iter().find(|l| l.starts_with("total")).unwrap();
         let cells: Vec<&str> = total.split_whitespace().collect();
-        assert_eq!(cells, ["total", "4.000", "83.33", "40.00", "1200", "n/a"]);
+        assert_eq!(cells, ["total", "4.000", "83.33", "40.00", "1,200", "n/a"]);
         assert!(
-            t.contains("measured on 1 node (powercap), modelled on 0 nodes"),
+            t.contains("measured on 1 node: powercap; modelled on 0 nodes"),
             "{t}"
         );
         assert!(t.contains("O ÷ E") || t.contains("n/a: no wattlet_grid_carbon_intensity"));
