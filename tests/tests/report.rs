@@ -164,13 +164,12 @@ fn the_report_adds_up_what_the_agents_counted() -> Result<()> {
         Running(a.spawn(workload().args(["sleep", "100000", "20000"]))?),
         Running(b.spawn(workload().args(["sleep", "100000", "20000"]))?),
     ];
-    let namespaces = format!(
-        "count(wattlet_pod_energy_joules_total{{zone=\"package\",namespace=~\"team-a|team-b\"}})"
-    );
+    let namespaces =
+        "count(wattlet_pod_energy_joules_total{zone=\"package\",namespace=~\"team-a|team-b\"})";
     wait_for(
         "Prometheus to have both namespaces",
         Duration::from_secs(30),
-        || prom.query(&namespaces).ok().flatten().filter(|n| *n == 2.0),
+        || prom.query(namespaces).ok().flatten().filter(|n| *n == 2.0),
     )?;
     thread::sleep(Duration::from_secs(2));
     let mut load = Vec::new();

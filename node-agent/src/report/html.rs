@@ -144,11 +144,11 @@ fn bars(span: &Span) -> String {
         let len = (w - label_w - value_w) * r.figures.kwh() / max;
         let colour = COLOURS.get(i).copied().unwrap_or(OTHER);
         let name = shorten(&r.group, 30);
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<text x=\"{x}\" y=\"{ty}\" text-anchor=\"end\" class=\"axis\"><title>{full}</title>{name}</text>\
              <rect x=\"{label_w}\" y=\"{ry}\" width=\"{len:.1}\" height=\"{bh}\" rx=\"3\" fill=\"{colour}\"/>\
-             <text x=\"{vx:.1}\" y=\"{ty}\" class=\"value\">{kwh} kWh</text>\n",
+             <text x=\"{vx:.1}\" y=\"{ty}\" class=\"value\">{kwh} kWh</text>",
             x = label_w - 8.0,
             ty = y + 17.0,
             full = esc(&r.group),
@@ -204,10 +204,10 @@ fn per_day(r: &Report) -> String {
         x = left - 6.0
     );
     for (v, label) in &ticks {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<line x1=\"{left}\" x2=\"{x2}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/>\
-             <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\" class=\"axis\">{label}</text>\n",
+             <text x=\"{tx}\" y=\"{ty:.1}\" text-anchor=\"end\" class=\"axis\">{label}</text>",
             x2 = w - 8.0,
             y = y(*v),
             tx = left - 6.0,
@@ -224,10 +224,10 @@ fn per_day(r: &Report) -> String {
             if kwh <= 0.0 {
                 continue;
             }
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<rect x=\"{x:.1}\" y=\"{ry:.1}\" width=\"{bw:.1}\" height=\"{rh:.1}\" fill=\"{colour}\">\
-                 <title>{day} {name}: {k} kWh</title></rect>\n",
+                 <title>{day} {name}: {k} kWh</title></rect>",
                 ry = y(base + kwh),
                 rh = y(base) - y(base + kwh),
                 day = time::date(d.from),
@@ -237,9 +237,9 @@ fn per_day(r: &Report) -> String {
             base += kwh;
         }
         if i % label_every == 0 {
-            let _ = write!(
+            let _ = writeln!(
                 out,
-                "<text x=\"{cx:.1}\" y=\"{ly}\" text-anchor=\"middle\" class=\"axis\">{day}</text>\n",
+                "<text x=\"{cx:.1}\" y=\"{ly}\" text-anchor=\"middle\" class=\"axis\">{day}</text>",
                 cx = x + bw / 2.0,
                 ly = h - 8.0,
                 day = &time::date(d.from)[5..],
@@ -358,9 +358,9 @@ fn sci(r: &Report) -> String {
          (E × I + M) per R, where O = E × I is the operational part.</p>\n<dl class=\"sci\">\n",
     );
     for (symbol, name, text) in render::sci(r) {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<dt><b>{}</b> {}</dt><dd>{}</dd>\n",
+            "<dt><b>{}</b> {}</dt><dd>{}</dd>",
             esc(symbol),
             esc(name),
             esc(&text)
