@@ -92,7 +92,8 @@ pub async fn run(opts: Options) -> Result<()> {
             stop.store(true, Ordering::Relaxed);
         }
     };
-    let served = exporter::serve(listener, registry, latest, shutdown).await;
+    let node = opts.agent.node_name();
+    let served = exporter::serve(listener, registry, latest, &node, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     let _ = measuring.join();
     Ok(served?)

@@ -8,7 +8,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand, error::ErrorKind};
 
 use crate::{
     attribution::AttributionArgs, carbon::CarbonArgs, flags::parse_duration, kernel::KernelOptions,
-    power::PowerOptions,
+    power::PowerOptions, report::ReportArgs,
 };
 
 /// `wattlet`'s command line, checked whole: [`Cli::try_parse_from`] fails (exit status 2, the
@@ -32,12 +32,15 @@ struct Flags {
     options: Options,
 }
 
-#[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Subcommand, Clone, Debug, PartialEq)]
 pub enum Command {
     /// Measure and serve /metrics (the default).
     Run,
     /// Print what this node supports and what the agent will use; non-zero exit if it cannot run.
     Check,
+    /// Energy, emissions, average power and CPU-hours per namespace, pod or node over a period,
+    /// from the Prometheus that scrapes the agents (table, CSV, JSON, or one HTML file).
+    Report(ReportArgs),
 }
 
 impl Cli {
@@ -52,10 +55,11 @@ impl Cli {
         T: Into<OsString> + Clone,
     {
         let flags = Flags::try_parse_from(args)?;
-        flags
-            .options
-            .check()
-            .map_err(|why| Flags::command().error(ErrorKind::ValueValidation, format!("{why}")))?;
+        let invalid = |why: &dyn Display| Flags::command().error(ErrorKind::ValueValidation, why);
+        flags.options.check().map_err(|why| invalid(&why))?;
+        if let Some(Command::Report(report)) = &flags.command {
+            report.period().map_err(|why| invalid(&why))?;
+        }
         Ok(Self {
             command: flags.command.unwrap_or(Command::Run),
             options: flags.options,
@@ -411,6 +415,58 @@ mod tests {
         rejected(&["--carbon.pue", "0.9"], &["--carbon.pue", "below 1"]);
         rejected(&["--carbon.intensity", "2500"], &["--carbon.intensity"]);
         rejected(&["--carbon.lifetime", "4 parsecs"], &["--carbon.lifetime"]);
+    }
+
+    #[test]
+    fn the_report_subcommand() {
+        use crate::report::{Format, GroupBy};
+        let cli = parse(&[
+            "report",
+            "--prometheus",
+            "http://prometheus:9090",
+            "--since",
+            "5m",
+            "--to",
+            "2026-11-01T00:00:00Z",
+            "--by",
+            "pod",
+            "--format",
+            "html",
+            "--output",
+            "r.html",
+        ])
+        .unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not the report: {:?}", cli.command);
+        };
+        assert_eq!((r.by, r.format), (GroupBy::Pod, Format::Html));
+        let (from, to) = r.period().unwrap();
+        assert_eq!(to - from, 300_000);
+        fn report<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+            let mut args = vec!["report", "--prometheus", "http://p:9090"];
+            args.extend(extra);
+            args
+        }
+        // The default: the last 30 days, by namespace, as a table.
+        let Command::Report(r) = parse(&report(&[])).unwrap().command else {
+            unreachable!()
+        };
+        let (from, to) = r.period().unwrap();
+        assert_eq!(
+            (to - from, r.by, r.format),
+            (30 * 86_400_000, GroupBy::Namespace, Format::Table)
+        );
+        rejected(
+            &report(&["--since", "5m", "--from", "2026-11-01"]),
+            &["--since", "--from"],
+        );
+        rejected(&report(&["--since", "5 parsecs"]), &["--since", "30d"]);
+        rejected(&report(&["--from", "yesterday"]), &["--from", "2026-11-01"]);
+        rejected(
+            &report(&["--from", "2026-11-02", "--to", "2026-11-01"]),
+            &["the period is empty", "--from 2026-11-02T00:00:00Z"],
+        );
+        rejected(&["report"], &["--prometheus"]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod flags;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;
+pub mod report;
 pub(crate) mod retention;
 pub mod snapshot;
 pub mod sys;

@@ -4,6 +4,7 @@ use anyhow::Result;
 use node_agent::{
     agent, check,
     config::{Cli, Command},
+    report,
 };
 
 fn main() -> Result<()> {
@@ -23,5 +24,9 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(agent::run(cli.options)),
+        Command::Report(args) => Ok(tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(report::run(args))?),
     }
 }

@@ -5,13 +5,19 @@
 //! [`Latest`] whole. Exporters only read it: a scrape never measures and never waits on
 //! measurement. The rows hold plain values (names as the API server spells them, numbers in
 //! the units of the layers below), so that every exporter encodes them its own way.
+//!
+//! When a snapshot is published, what changed since the one before is set on it (`recent`:
+//! the interval and each row's CPU share over it), and a point is appended to the short
+//! [`History`] kept beside it (node power and the top workloads, for the page's chart).
 
 #[cfg(test)]
 pub(crate) mod fixture;
+mod history;
+mod recent;
 
 use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
 };
 
 use node_agent_common::CgroupCounters;
@@ -24,6 +30,9 @@ use crate::{
     power::PowerSnapshot,
     workload::{Container, Workload},
 };
+
+pub use history::{History, HistoryPoint, TopWorkload, WorkloadKind, ZonePower};
+pub use recent::SincePrevious;
 
 /// What the measuring loop hands to the exporters each interval.
 ///
@@ -47,6 +56,10 @@ pub struct Snapshot {
     pub containers: Vec<ContainerRow>,
     pub pods: Vec<PodRow>,
     pub cgroups: Vec<CgroupRow>,
+    /// Wall-clock time the snapshot was built.
+    pub taken_at: SystemTime,
+    /// The interval since the previously published snapshot; none for the first.
+    pub since_previous: Option<SincePrevious>,
     /// The intensity in force and the node's emissions, when the agent computes them.
     pub carbon: Option<CarbonRow>,
 }
@@ -77,6 +90,9 @@ pub struct Usage {
     pub watts: Vec<Option<f64>>,
     /// Operational and embodied grams since the agent started.
     pub emissions: Emissions,
+    /// Share of all CPUs' time its tasks ran over the interval since the previous snapshot
+    /// (0..=1; set when published, none for the first snapshot).
+    pub cpu_share: Option<f64>,
 }
 
 /// A container, named by the runtime (id) and the API server (name, pod, namespace).
@@ -104,6 +120,9 @@ pub struct PodRow {
     pub joules: Vec<f64>,
     pub watts: Vec<Option<f64>>,
     pub emissions: Emissions,
+    /// Its containers' CPU time now tracked, and their CPU share (see [`Usage::cpu_share`]).
+    pub cpu_ns: u64,
+    pub cpu_share: Option<f64>,
 }
 
 /// A non-container cgroup, by its path cut to `--attribution.cgroup-depth`, or one of the
@@ -127,7 +146,11 @@ impl Snapshot {
         let empty = MetaIndex::default();
         let index = metadata.as_ref().map_or(&empty, |m| &*m.index);
         let (containers, cgroups) = workload_rows(&attribution.workloads, index);
-        let pods = attribution.pods.iter().map(|p| pod_row(p, index)).collect();
+        let pods = attribution
+            .pods
+            .iter()
+            .map(|p| pod_row(p, &containers, index))
+            .collect();
         let carbon = carbon_row(&attribution);
         Self {
             counters,
@@ -141,6 +164,8 @@ impl Snapshot {
             pods,
             cgroups,
             carbon,
+            taken_at: SystemTime::now(),
+            since_previous: None,
         }
     }
 
@@ -155,6 +180,63 @@ impl Snapshot {
     /// Whether node power is modelled rather than measured.
     pub fn estimated(&self) -> bool {
         self.power.as_ref().is_some_and(|p| p.estimated)
+    }
+
+    /// The zones whose sum is the node's (or a workload's) total: see [`total_zones`].
+    pub fn total_zones(&self) -> Vec<usize> {
+        total_zones(&self.attribution.zones)
+    }
+}
+
+/// The zones that add up to a total without counting any energy twice: `package` and `dram`
+/// where the source has them (`core` and `uncore` are part of `package`; `psys` is the whole
+/// platform, overlapping both), else the first zone (a sensor's single reading). Every total
+/// Wattlet shows — the page's, the report's — is over these zones.
+pub fn total_zones(zones: &[impl AsRef<str>]) -> Vec<usize> {
+    let named: Vec<usize> = zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| TOTAL_ZONES.contains(&z.as_ref()))
+        .map(|(i, _)| i)
+        .collect();
+    if named.is_empty() && !zones.is_empty() {
+        vec![0]
+    } else {
+        named
+    }
+}
+
+/// The zones [`total_zones`] sums when present.
+pub const TOTAL_ZONES: [&str; 2] = ["package", "dram"];
+
+/// The sum of `values` over the zones `which`.
+pub fn sum_zones(which: &[usize], values: &[f64]) -> f64 {
+    which.iter().filter_map(|&i| values.get(i)).sum()
+}
+
+/// The sum of `values` over the zones `which`; none if any of them is unknown.
+pub fn sum_watts(which: &[usize], values: &[Option<f64>]) -> Option<f64> {
+    which
+        .iter()
+        .map(|&i| values.get(i).copied().flatten())
+        .sum()
+}
+
+impl ContainerRow {
+    /// How a person would name it: `namespace/pod/container` when the API server named it,
+    /// else the runtime and the id's first 12 digits (as `docker ps` shows it).
+    pub fn display_name(&self) -> String {
+        if self.pod.is_empty() {
+            let short = self.id.get(..12).unwrap_or(&self.id);
+            format!("{} {short}", self.runtime)
+        } else {
+            let container = if self.name.is_empty() {
+                "?"
+            } else {
+                &self.name
+            };
+            format!("{}/{}/{container}", self.namespace, self.pod)
+        }
     }
 }
 
@@ -172,6 +254,7 @@ fn workload_rows(
             joules: w.joules.clone(),
             watts: w.watts.clone(),
             emissions: w.emissions.clone(),
+            cpu_share: None,
         };
         match &w.workload {
             Workload::Container(c) => containers.push(container_row(c, usage, meta)),
@@ -204,8 +287,13 @@ fn container_row(c: &Container, usage: Usage, meta: &MetaIndex) -> ContainerRow 
     }
 }
 
-fn pod_row(p: &PodTotals, meta: &MetaIndex) -> PodRow {
+fn pod_row(p: &PodTotals, containers: &[ContainerRow], meta: &MetaIndex) -> PodRow {
     let known = pod_meta(meta, &p.uid);
+    let cpu_ns = containers
+        .iter()
+        .filter(|c| c.pod_uid == *p.uid)
+        .map(|c| c.usage.counters.cpu_ns)
+        .sum();
     PodRow {
         uid: p.uid.clone(),
         name: known.name.clone(),
@@ -214,6 +302,8 @@ fn pod_row(p: &PodTotals, meta: &MetaIndex) -> PodRow {
         joules: p.joules.clone(),
         watts: p.watts.clone(),
         emissions: p.emissions.clone(),
+        cpu_ns,
+        cpu_share: None,
     }
 }
 
@@ -242,17 +332,39 @@ fn pod_meta<'a>(meta: &'a MetaIndex, uid: &str) -> &'a PodMeta {
 }
 
 /// The latest snapshot, swapped whole each interval: readers keep the one they took for as
-/// long as they need it, and the measuring thread never waits for a scrape.
+/// long as they need it, and the measuring thread never waits for a scrape. Beside it, the
+/// short history of what was published.
 #[derive(Debug, Default)]
-pub struct Latest(RwLock<Option<Arc<Snapshot>>>);
+pub struct Latest {
+    slot: RwLock<Option<Arc<Snapshot>>>,
+    history: Mutex<History>,
+}
 
 impl Latest {
-    pub fn publish(&self, s: Snapshot) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(s));
+    /// Sets what changed since the previous snapshot on `s`, appends it to the history, and
+    /// makes it the latest.
+    pub fn publish(&self, mut s: Snapshot) {
+        if let Some(previous) = self.get() {
+            recent::since(&mut s, &previous);
+        }
+        let point = HistoryPoint::of(&s);
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(point);
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(s));
     }
+
     /// None until the first interval has been measured.
     pub fn get(&self) -> Option<Arc<Snapshot>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.slot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The history's points, oldest first, and its bounds (window, most points). A copy of
+    /// the pointers only: the measuring thread waits for no reader's encoding.
+    pub fn history(&self) -> (Vec<Arc<HistoryPoint>>, Duration, usize) {
+        let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        (h.points(), h.window(), h.capacity())
     }
 }
 
@@ -339,5 +451,48 @@ mod tests {
         latest.publish(fixture::snapshot());
         // A reader keeps the snapshot it took; the slot holds the new one.
         assert!(!Arc::ptr_eq(&first, &latest.get().unwrap()));
+        let (points, window, capacity) = latest.history();
+        assert_eq!(points.len(), 2);
+        assert_eq!((window, capacity), (history::WINDOW, history::MAX_POINTS));
+    }
+
+    #[test]
+    fn publishing_sets_what_changed_since_the_previous_snapshot() {
+        let latest = Latest::default();
+        latest.publish(fixture::snapshot());
+        assert_eq!(latest.get().unwrap().since_previous, None);
+        let mut next = fixture::snapshot();
+        next.counters.at += Duration::from_secs(2);
+        for cpu in &mut next.counters.cpus {
+            cpu.idle_ns += 2_000_000_000;
+        }
+        latest.publish(next);
+        let recent = latest.get().unwrap().since_previous.unwrap();
+        assert_eq!((recent.seconds, recent.busy_share), (2.0, 0.0));
+    }
+
+    #[test]
+    fn totals_are_over_package_and_dram_or_the_only_zone() {
+        assert_eq!(total_zones(&["core", "dram", "package", "uncore"]), [1, 2]);
+        assert_eq!(total_zones(&["package", "psys"]), [0]);
+        assert_eq!(total_zones(&["platform"]), [0]);
+        assert!(total_zones(&[] as &[&str]).is_empty());
+        assert_eq!(sum_watts(&[0, 2], &[Some(1.0), None, Some(2.0)]), Some(3.0));
+        assert_eq!(sum_watts(&[0, 1], &[Some(1.0), None]), None);
+        assert_eq!(sum_zones(&[1], &[5.0, 7.0]), 7.0);
+    }
+
+    #[test]
+    fn containers_are_named_as_a_person_would() {
+        let s = fixture::snapshot();
+        let names: Vec<_> = s.containers.iter().map(|c| c.display_name()).collect();
+        assert_eq!(
+            names,
+            [
+                "shop/web-7d9f/nginx",
+                "containerd c0ffee00c0ff",
+                "shop/web-7d9f/istio-proxy"
+            ]
+        );
     }
 }

@@ -13,6 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
+pub mod browser;
 pub mod dashboards;
 pub mod rapl_sim;
 
@@ -131,6 +132,16 @@ pub fn kill_and_remove(path: &Path) {
     }
 }
 
+/// A container's cgroup laid out as the kubelet (systemd driver) and containerd lay it out,
+/// under `base`: `kubepods.slice/kubepods-<qos>.slice/kubepods-<qos>-pod<uid>.slice/
+/// cri-containerd-<id>.scope`. `qos` is `besteffort` or `burstable`.
+pub fn pod_container(base: &TestCgroup, qos: &str, pod_uid: &str, id: &str) -> Result<TestCgroup> {
+    TestCgroup::create_at(base.path.join(format!(
+        "kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{}.slice/cri-containerd-{id}.scope",
+        pod_uid.replace('-', "_")
+    )))
+}
+
 /// The workload binary, built with these tests (cargo sets its path for integration tests).
 #[macro_export]
 macro_rules! workload {
@@ -191,6 +202,15 @@ pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> Result<(u16, St
         .and_then(|c| c.parse().ok())
         .context("no HTTP status")?;
     Ok((status, body.to_owned()))
+}
+
+/// GET `path` and parse the body as JSON; an error unless the status is 200.
+pub fn get_json(addr: &str, path: &str) -> Result<serde_json::Value> {
+    let (status, body) = http_get(addr, path, None)?;
+    if status != 200 {
+        bail!("GET {path}: {status} {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
 }
 
 /// A free loopback port (bound, read, released).
@@ -404,6 +424,37 @@ impl Prometheus {
         Ok(v["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|s| s.parse().ok()))
+    }
+
+    /// Every series of a PromQL expression evaluated at `time` (Prometheus's form: Unix
+    /// seconds, fractions allowed), or now: labels and value.
+    pub fn query_all(
+        &self,
+        expr: &str,
+        time: Option<&str>,
+    ) -> Result<Vec<(std::collections::BTreeMap<String, String>, f64)>> {
+        let at = time.map(|t| format!("&time={t}")).unwrap_or_default();
+        let (status, body) = http_get(
+            &self.addr,
+            &format!("/api/v1/query?query={}{at}", url_encode(expr)),
+            None,
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        if status != 200 {
+            bail!("{expr}: {}", v["error"]);
+        }
+        let rows = v["data"]["result"].as_array().cloned().unwrap_or_default();
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let labels = r["metric"]
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                    .collect();
+                Some((labels, r["value"][1].as_str()?.parse().ok()?))
+            })
+            .collect())
     }
 }
 

@@ -74,6 +74,7 @@ fn run(cli: Cli) -> Result<()> {
             let prepared = Prepared::new(&root)?;
             setup::ensure_prometheus()?;
             setup::ensure_helm_python()?;
+            setup::ensure_chromium()?;
             test(&prepared, filter.as_deref())?;
         }
         Cmd::Bench => {
@@ -179,10 +180,17 @@ fn test(prepared: &Prepared, filter: Option<&str>) -> Result<()> {
     eprintln!("xtask: eBPF and end-to-end tests (serial: they measure CPU time)");
     let mut it = prepared.cargo();
     // Every test binary runs even after one fails, so that one run shows every failure.
-    it.args(["test", "--release", "--no-fail-fast", "-p", "integration-tests", "--"])
-        .args(["--test-threads=1", "--nocapture"])
-        .args(filter)
-        .env("WATTLET_BIN", &bin);
+    it.args([
+        "test",
+        "--release",
+        "--no-fail-fast",
+        "-p",
+        "integration-tests",
+        "--",
+    ])
+    .args(["--test-threads=1", "--nocapture"])
+    .args(filter)
+    .env("WATTLET_BIN", &bin);
     setup::run(&mut it)
 }
 

@@ -1,6 +1,7 @@
 //! Installs, idempotently, what building and testing need: the nightly's rust-src, bpf-linker
-//! built against the nightly's own libLLVM (no system LLVM), Prometheus for end-to-end tests, and
-//! Helm's library for Python for the deploy tests.
+//! built against the nightly's own libLLVM (no system LLVM), Prometheus for end-to-end tests,
+//! Helm's library for Python for the deploy tests, and Chromium for the tests that look at the
+//! page and the report in a real browser.
 //! When everything is in place this costs a few rustc/version invocations.
 
 use std::{
@@ -269,6 +270,30 @@ pub fn ensure_helm_python() -> Result<()> {
         bail!("helm-python-sdk was installed but `import helm_python` still fails");
     }
     Ok(())
+}
+
+/// Debian's Chromium, for the tests that load the page and the HTML report headless.
+pub fn ensure_chromium() -> Result<()> {
+    let works = Command::new("chromium")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Ok(());
+    }
+    if !Path::new("/usr/bin/apt-get").exists() {
+        bail!(
+            "chromium is needed by the browser tests (the page, the HTML report): install it \
+             (Debian/Ubuntu: apt-get install chromium)"
+        );
+    }
+    eprintln!("xtask: installing chromium (apt-get) for the browser tests");
+    run(Command::new("apt-get").arg("update").arg("-q"))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends", "chromium"]))
 }
 
 /// Runs a command to completion; an error names it and its exit status.

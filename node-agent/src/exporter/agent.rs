@@ -84,7 +84,7 @@ fn itself(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
     )
 }
 
-fn idle_policy_name(p: IdlePolicy) -> &'static str {
+pub(super) fn idle_policy_name(p: IdlePolicy) -> &'static str {
     match p {
         IdlePolicy::Node => "node",
         IdlePolicy::Proportional => "proportional",

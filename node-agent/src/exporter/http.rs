@@ -1,5 +1,5 @@
 //! HTTP serving: `/metrics` (OpenMetrics when asked for, classic text otherwise), `/healthz`,
-//! `/readyz` and a small index page.
+//! `/readyz`, and the page at `/` with the JSON API it reads (`page`).
 
 use std::{io, net::SocketAddr, sync::Arc};
 
@@ -12,7 +12,7 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 
-use super::{classic::openmetrics_to_text_004, collector::render};
+use super::{classic::openmetrics_to_text_004, collector::render, page};
 use crate::snapshot::Latest;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -43,35 +43,28 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
+/// Serves until `shutdown` completes; `node` is this node's name, as the page shows it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
     latest: Arc<Latest>,
+    node: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
     let state = AppState {
         registry: Arc::new(registry),
-        latest,
+        latest: latest.clone(),
     };
     let app = Router::new()
-        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(state);
+        .with_state(state)
+        .merge(page::routes(latest, node));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(HttpError::Serve)
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        "<html><head><title>Wattlet</title></head><body><h1>Wattlet</h1>\
-         <p><a href=\"/metrics\">/metrics</a> · <a href=\"/healthz\">/healthz</a> · \
-         <a href=\"/readyz\">/readyz</a></p></body></html>\n",
-    )
 }
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {

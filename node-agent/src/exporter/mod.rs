@@ -14,7 +14,9 @@
 //! - [`openmetrics_to_text_004`] (`classic`): the classic text format for non-OpenMetrics
 //!   scrapers.
 //! - [`bind`] and [`serve`] (`http`): `/metrics` with content negotiation, `/healthz`,
-//!   `/readyz`.
+//!   `/readyz`;
+//! - `page`: the page at `/` (HTML, CSS and JavaScript embedded from `page/`) and the JSON API
+//!   it reads, `/api/v1/snapshot` and `/api/v1/history`, whose documents `json` defines.
 //!
 //! What users scrape is pinned by `testdata/exposition.om.txt` and `testdata/exposition.txt`
 //! (the golden test); a change to them is a change to what dashboards see.
@@ -27,11 +29,14 @@ mod families;
 #[cfg(test)]
 mod golden;
 mod http;
+mod json;
 mod kepler;
 mod node;
+mod page;
 mod workloads;
 
 pub use classic::openmetrics_to_text_004;
 pub use collector::{registry, render};
 pub use families::escape_label_value;
 pub use http::{HttpError, OPENMETRICS, TEXT_004, bind, serve};
+pub use json::VERSION as API_VERSION;
