@@ -16,7 +16,7 @@ pub mod flags;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;
+pub mod snapshot;
 pub mod sys;
 pub mod units;
-pub mod snapshot;
 pub mod workload;

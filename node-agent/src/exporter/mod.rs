@@ -12,7 +12,9 @@
 //! - [`openmetrics_to_text_004`] (`classic`): the classic text format for non-OpenMetrics
 //!   scrapers.
 //! - [`bind`] and [`serve`] (`http`): `/metrics` with content negotiation, `/healthz`,
-//!   `/readyz`.
+//!   `/readyz`, behind [`web`]'s guard;
+//! - [`web`]: `--web.config.file` (TLS, basic authentication, headers), connection limits and
+//!   timeouts, the accept loop.
 //!
 //! What users scrape is pinned by `testdata/exposition.om.txt` and `testdata/exposition.txt`
 //! (the golden test); a change to them is a change to what dashboards see.
@@ -26,9 +28,11 @@ mod golden;
 mod http;
 mod kepler;
 mod node;
+pub mod web;
 mod workloads;
 
 pub use classic::openmetrics_to_text_004;
 pub use collector::{registry, render};
 pub use families::escape_label_value;
 pub use http::{HttpError, OPENMETRICS, TEXT_004, bind, serve};
+pub use web::{Web, WebConfigError};
