@@ -332,7 +332,10 @@ fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
             .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)))
     }) || format!("{e:#}").contains("Operation not permitted");
     if denied {
-        e.context(format!("permission denied: {}", sys::NEEDS_PRIVILEGES))
+        e.context(format!(
+            "permission denied: {}",
+            sys::privileges::explain_denied()
+        ))
     } else {
         e
     }

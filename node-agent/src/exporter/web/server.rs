@@ -12,7 +12,7 @@ use hyper_util::{
 };
 use log::{debug, warn};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
 };
 use tokio_rustls::TlsAcceptor;
@@ -108,8 +108,7 @@ impl Conn {
         source: &WebSource,
     ) -> Option<tokio_rustls::server::TlsStream<WriteDeadline<TcpStream>>> {
         if speaks_plain_http(&stream).await {
-            let mut stream = stream;
-            let _ = stream.write_all(HTTP_TO_HTTPS).await;
+            turn_away(stream).await;
             return None;
         }
         // The certificate and settings in force now: a rotated certificate is used from the
@@ -136,6 +135,16 @@ impl Conn {
             debug!("connection from {}: {e}", self.peer);
         }
     }
+}
+
+/// Answers 400 and closes — after the client's request is read, so that the close does not
+/// reset the connection before the client has read the answer. (Bounded by the handshake
+/// timeout.)
+async fn turn_away(mut stream: TcpStream) {
+    let _ = stream.write_all(HTTP_TO_HTTPS).await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 /// A TLS client starts with a handshake record (0x16); an HTTP client with a method's letters.
