@@ -43,9 +43,7 @@ macro_rules! syscall_table {
     };
 }
 
-#[allow(non_upper_case_globals, reason = "the names are the kernel's")]
 const SYSCALLS: &[(&str, libc::c_long)] = {
-    use libc::*;
     syscall_table![
         SYS_accept4,
         SYS_access,

@@ -83,7 +83,7 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
             {
                 Ok(())
             } else {
-                Err(unauthorized())
+                Err(Rejection::Unauthorized)
             }
         }
         Ok(None) => Ok(()),
@@ -91,33 +91,63 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     };
     let response = match admitted {
         Ok(()) => next.run(req).await,
-        Err(rejection) => rejection,
+        Err(rejection) => rejection.into_response(),
     };
     with_headers(response, &active.config)
 }
 
+/// Why a request does not reach a route.
+enum Rejection {
+    Method,
+    Body,
+    RateLimit,
+    Unauthorized,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Method => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, HEAD")],
+                "only GET and HEAD are served\n",
+            )
+                .into_response(),
+            Self::Body => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "requests carry no body here\n",
+            )
+                .into_response(),
+            Self::RateLimit => {
+                (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response()
+            }
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"wattlet\"")],
+                "Unauthorized\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// Every check a request must pass before it reaches a route but the password's: Ok with the
 /// credentials to check, if the path needs them.
-fn admit(g: &Guard, active: &Active, req: &Request) -> Result<Option<(String, Vec<u8>)>, Response> {
+fn admit(
+    g: &Guard,
+    active: &Active,
+    req: &Request,
+) -> Result<Option<(String, Vec<u8>)>, Rejection> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err((
-            StatusCode::METHOD_NOT_ALLOWED,
-            [(header::ALLOW, "GET, HEAD")],
-            "only GET and HEAD are served\n",
-        )
-            .into_response());
+        return Err(Rejection::Method);
     }
     if has_body(req.headers()) {
-        return Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "requests carry no body here\n",
-        )
-            .into_response());
+        return Err(Rejection::Body);
     }
     if let Some(limit) = active.config.rate_limit.filter(|l| !l.interval.is_zero())
         && !g.take_token(limit)
     {
-        return Err((StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response());
+        return Err(Rejection::RateLimit);
     }
     let exempt = g.inner.health_unauthenticated && HEALTH_PATHS.contains(&req.uri().path());
     if active.config.users.is_empty() || exempt {
@@ -125,16 +155,7 @@ fn admit(g: &Guard, active: &Active, req: &Request) -> Result<Option<(String, Ve
     }
     credentials(req.headers())
         .map(Some)
-        .ok_or_else(unauthorized)
-}
-
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Basic realm=\"wattlet\"")],
-        "Unauthorized\n",
-    )
-        .into_response()
+        .ok_or(Rejection::Unauthorized)
 }
 
 /// A request body is announced by a non-zero Content-Length or any Transfer-Encoding.
