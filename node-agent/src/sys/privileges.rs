@@ -127,7 +127,8 @@ mod tests {
 
     #[test]
     fn the_missing_capability_is_named() {
-        let all = (1u64 << 41) - 1;
+        // Every capability but CAP_SYS_ADMIN, which would stand in for the others.
+        let all = ((1u64 << 41) - 1) & !(1 << CAP_SYS_ADMIN);
         assert_eq!(missing_caps(all), Vec::<&str>::new());
         assert_eq!(missing_caps(all & !(1 << CAP_BPF)), ["CAP_BPF"]);
         assert_eq!(missing_caps(all & !(1 << CAP_PERFMON)), ["CAP_PERFMON"]);

@@ -866,6 +866,20 @@ mod tests {
         );
     }
 
+    /// The example in the README's "Security" section is a valid file.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../../README.md");
+        let section = &readme[readme.find("### The web configuration file").unwrap()..];
+        let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let c = parse(example).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::RequireAndVerifyClientCert);
+        assert!(bcrypt::verify("change-me", &c.users["prometheus"]).unwrap());
+        assert_eq!(c.headers.len(), 2);
+    }
+
     #[test]
     fn a_missing_file_says_so() {
         let e = WebConfig::load(Path::new("/nonexistent/web.yml")).unwrap_err();
