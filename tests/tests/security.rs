@@ -129,10 +129,19 @@ fn signal(agent: &Running, signal: i32) {
     unsafe { libc::kill(agent.0.id() as i32, signal) };
 }
 
+/// Waits for the agent's exit, polling every 5 ms so that the time measured is the exit's.
 fn wait_exit(agent: &mut Running, within: Duration) -> Result<ExitStatus> {
-    wait_for("the agent to exit", within, || {
-        agent.0.try_wait().ok().flatten()
-    })
+    let end = Instant::now() + within;
+    loop {
+        if let Some(status) = agent.0.try_wait()? {
+            return Ok(status);
+        }
+        ensure!(
+            Instant::now() < end,
+            "the agent did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn stderr_of(agent: &mut Running) -> String {
