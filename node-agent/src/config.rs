@@ -276,6 +276,41 @@ mod tests {
         );
         assert_eq!(o.attribution.retention, Duration::from_secs(600));
         assert_eq!(o.kubernetes.mode, KubeMode::Auto);
+        assert_eq!(o.exporter.web_config_file, None);
+        assert!(!o.exporter.health_unauthenticated);
+        assert_eq!(
+            (
+                o.exporter.max_connections,
+                o.exporter.max_connections_per_client
+            ),
+            (64, 8)
+        );
+    }
+
+    #[test]
+    fn web_flags() {
+        let o = parse(&[
+            "--web.config.file",
+            "/etc/wattlet/web.yml",
+            "--web.health-unauthenticated",
+            "--web.max-connections",
+            "16",
+            "--web.max-connections-per-client",
+            "2",
+        ])
+        .unwrap()
+        .options;
+        assert_eq!(
+            o.exporter.web_config_file.as_deref(),
+            Some(std::path::Path::new("/etc/wattlet/web.yml"))
+        );
+        assert!(o.exporter.health_unauthenticated);
+        assert_eq!(o.exporter.max_connections, 16);
+        assert_eq!(o.exporter.max_connections_per_client, 2);
+        for flag in ["--web.max-connections", "--web.max-connections-per-client"] {
+            rejected(&[flag, "0"], &[flag]);
+            rejected(&[flag, "many"], &[flag]);
+        }
     }
 
     #[test]
