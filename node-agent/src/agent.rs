@@ -27,6 +27,15 @@ use crate::{
 };
 
 pub async fn run(opts: Options) -> Result<()> {
+    // Listened for from the start, so that a signal during start-up stops the agent cleanly.
+    let mut signals = Signals::new()?;
+    // A bad web config stops the agent before anything is loaded.
+    let web = exporter::Web::open(
+        opts.exporter.web_config_file.as_deref(),
+        opts.exporter.health_unauthenticated,
+        opts.exporter.max_connections.into(),
+        opts.exporter.max_connections_per_client.into(),
+    )?;
     sys::require_bpf_privileges()?;
     let cgroup_root = opts.agent.cgroup_root()?;
     info!("cgroup v2 hierarchy at {}", cgroup_root.display());
@@ -52,7 +61,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let listener = exporter::bind(opts.exporter.listen_address).await?;
     let interval = opts.agent.interval;
     info!(
-        "serving http://{}/metrics every {interval:?}",
+        "serving {}://{}/metrics every {interval:?}",
+        web.scheme(),
         listener.local_addr()?
     );
 
@@ -87,16 +97,25 @@ pub async fn run(opts: Options) -> Result<()> {
     let shutdown = {
         let stop = stop.clone();
         async move {
-            shutdown_signal().await;
-            info!("shutting down");
+            let first = signals.next().await;
+            info!(
+                "{first} received: finishing the current interval and the requests in progress \
+                 (a second signal exits at once)"
+            );
             stop.store(true, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let second = signals.next().await;
+                warn!("{second} received again: exiting at once");
+                std::process::exit(128 + second.number());
+            });
         }
     };
     let node = opts.agent.node_name();
-    let served = exporter::serve(listener, registry, latest, &node, shutdown).await;
+    exporter::serve(listener, registry, latest, &node, web, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     let _ = measuring.join();
-    Ok(served?)
+    info!("stopped");
+    Ok(())
 }
 
 /// Probes the power sources, logs what each offers, and opens the chosen one (or says why none).
@@ -311,21 +330,49 @@ fn log_power_failures(meter: &Meter, failures: Vec<power::SourceError>, count: &
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
+/// SIGTERM (what Kubernetes and systemd send) and SIGINT (Ctrl-C).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopSignal {
+    Term,
+    Int,
+}
+
+impl StopSignal {
+    fn number(self) -> i32 {
+        match self {
+            Self::Term => libc::SIGTERM,
+            Self::Int => libc::SIGINT,
+        }
+    }
+}
+
+impl std::fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Term => "SIGTERM",
+            Self::Int => "SIGINT",
+        })
+    }
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.term.recv() => StopSignal::Term,
+            _ = self.int.recv() => StopSignal::Int,
         }
     }
 }

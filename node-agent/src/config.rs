@@ -171,13 +171,34 @@ pub enum KubeMode {
     Off,
 }
 
-/// Where and what /metrics serves.
+/// Where and what /metrics serves, and how the endpoint is protected.
 #[derive(Args, Clone, Debug)]
 pub struct ExporterOptions {
     /// Address to serve /metrics, /healthz and /readyz on (`:9959` = every interface).
     #[arg(long = "web.listen-address", value_name = "ADDRESS", default_value = ":9959",
           value_parser = parse_listen_address, global = true)]
     pub listen_address: SocketAddr,
+
+    /// TLS, basic authentication and response headers, in the web configuration format of
+    /// Prometheus exporters (exporter-toolkit). Re-read when it or a certificate changes.
+    #[arg(long = "web.config.file", value_name = "PATH", global = true)]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Serve /healthz and /readyz without basic authentication (for kubelet probes); every
+    /// other path still needs it. TLS, when configured, still applies.
+    #[arg(long = "web.health-unauthenticated", global = true)]
+    pub health_unauthenticated: bool,
+
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long = "web.max-connections", value_name = "N", default_value = "64",
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub max_connections: u16,
+
+    /// Connections one client address may hold at once, so that one client cannot take every
+    /// place; more from it are closed at once.
+    #[arg(long = "web.max-connections-per-client", value_name = "N", default_value = "8",
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub max_connections_per_client: u16,
 
     /// Also emit Kepler's metric names and labels, so that Kepler dashboards work unchanged.
     #[arg(long = "metrics-compat", value_enum, global = true)]
@@ -263,6 +284,41 @@ mod tests {
         assert_eq!(o.attribution.retention, Duration::from_secs(600));
         assert_eq!(o.kubernetes.mode, KubeMode::Auto);
         assert_eq!(o.carbon, CarbonArgs::default());
+        assert_eq!(o.exporter.web_config_file, None);
+        assert!(!o.exporter.health_unauthenticated);
+        assert_eq!(
+            (
+                o.exporter.max_connections,
+                o.exporter.max_connections_per_client
+            ),
+            (64, 8)
+        );
+    }
+
+    #[test]
+    fn web_flags() {
+        let o = parse(&[
+            "--web.config.file",
+            "/etc/wattlet/web.yml",
+            "--web.health-unauthenticated",
+            "--web.max-connections",
+            "16",
+            "--web.max-connections-per-client",
+            "2",
+        ])
+        .unwrap()
+        .options;
+        assert_eq!(
+            o.exporter.web_config_file.as_deref(),
+            Some(std::path::Path::new("/etc/wattlet/web.yml"))
+        );
+        assert!(o.exporter.health_unauthenticated);
+        assert_eq!(o.exporter.max_connections, 16);
+        assert_eq!(o.exporter.max_connections_per_client, 2);
+        for flag in ["--web.max-connections", "--web.max-connections-per-client"] {
+            rejected(&[flag, "0"], &[flag]);
+            rejected(&[flag, "many"], &[flag]);
+        }
     }
 
     #[test]

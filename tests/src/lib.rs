@@ -15,6 +15,7 @@ use anyhow::{Context as _, Result, bail};
 
 pub mod browser;
 pub mod dashboards;
+pub mod pki;
 pub mod rapl_sim;
 
 /// The cgroup v2 mount of this machine.
@@ -274,6 +275,66 @@ pub fn start_agent_with_env(
     Ok(agent)
 }
 
+/// `wattlet run` on 127.0.0.1:`port` (node name `e2e-node`, interval 200ms unless `extra` sets
+/// one) with `extra` arguments, as a command to spawn (see [`spawn_agent`]).
+pub fn agent_command(port: u16, extra: &[&std::ffi::OsStr]) -> Result<Command> {
+    let mut cmd = Command::new(agent_binary()?);
+    cmd.args(["run", "--node-name", "e2e-node"]);
+    if !extra.iter().any(|a| *a == "--interval") {
+        cmd.args(["--interval", "200ms"]);
+    }
+    cmd.arg("--web.listen-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra);
+    Ok(cmd)
+}
+
+/// Spawns the agent as `cmd` (perhaps under a wrapper such as capsh) with stderr captured, and
+/// waits until `ready` says so; if the agent exits first, the error carries its stderr.
+pub fn spawn_agent(mut cmd: Command, mut ready: impl FnMut() -> bool) -> Result<Running> {
+    let child = cmd
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let mut agent = Running(child);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if ready() {
+            return Ok(agent);
+        }
+        if let Some(status) = agent.0.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut e) = agent.0.stderr.take() {
+                use std::io::Read as _;
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("the agent exited with {status} before it was ready:\n{err}");
+        }
+        if std::time::Instant::now() > end {
+            bail!("the agent was not ready after 30 s");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The capability sets of a process, from /proc/<pid>/status: (CapInh, CapPrm, CapEff, CapBnd,
+/// CapAmb).
+pub fn capability_sets(pid: u32) -> Result<[u64; 5]> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let mut out = [0u64; 5];
+    for (i, key) in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"]
+        .iter()
+        .enumerate()
+    {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .with_context(|| format!("no {key} in /proc/{pid}/status"))?;
+        out[i] = u64::from_str_radix(line.trim(), 16)?;
+    }
+    Ok(out)
+}
+
 /// The value of the series whose line starts with `prefix` in classic text.
 pub fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
@@ -330,14 +391,62 @@ pub struct Prometheus {
     dir: PathBuf,
 }
 
+/// How Prometheus scrapes the targets: `scheme`, `tls_config` and `basic_auth` of its
+/// scrape_config (plain HTTP without auth by default).
+#[derive(Clone, Debug, Default)]
+pub struct ScrapeConfig {
+    pub https: bool,
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate, for mutual TLS.
+    pub client: Option<pki::Issued>,
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl ScrapeConfig {
+    /// The scrape_config keys beyond job_name and targets, as YAML lines (indented for a list
+    /// item).
+    fn yaml(&self) -> String {
+        let mut y = String::new();
+        if self.https {
+            y.push_str("    scheme: https\n");
+        }
+        let mut tls = Vec::new();
+        if let Some(ca) = &self.ca_file {
+            tls.push(format!("ca_file: '{}'", ca.display()));
+        }
+        if let Some(c) = &self.client {
+            tls.push(format!("cert_file: '{}'", c.cert.display()));
+            tls.push(format!("key_file: '{}'", c.key.display()));
+        }
+        if !tls.is_empty() {
+            y.push_str(&format!("    tls_config: {{{}}}\n", tls.join(", ")));
+        }
+        if let Some((user, password)) = &self.basic_auth {
+            y.push_str(&format!(
+                "    basic_auth: {{username: '{user}', password: '{password}'}}\n"
+            ));
+        }
+        y
+    }
+}
+
 impl Prometheus {
     pub fn start(targets: &[&str]) -> Result<Self> {
-        Self::start_with_rules(targets, &[])
+        Self::start_full(targets, &ScrapeConfig::default(), &[])
+    }
+
+    /// A Prometheus whose scrape_config for `targets` has `scrape`'s scheme, TLS and auth.
+    pub fn start_with(targets: &[&str], scrape: &ScrapeConfig) -> Result<Self> {
+        Self::start_full(targets, scrape, &[])
     }
 
     /// [`Prometheus::start`] with rule files loaded (evaluated every second, as groups without
     /// their own interval are).
     pub fn start_with_rules(targets: &[&str], rule_files: &[&Path]) -> Result<Self> {
+        Self::start_full(targets, &ScrapeConfig::default(), rule_files)
+    }
+
+    fn start_full(targets: &[&str], scrape: &ScrapeConfig, rule_files: &[&Path]) -> Result<Self> {
         let port = free_port()?;
         let dir = std::env::temp_dir().join(format!("wattlet-prom-{}-{port}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -356,7 +465,8 @@ impl Prometheus {
             dir.join("prometheus.yml"),
             format!(
                 "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-                 scrape_configs:\n  - job_name: wattlet\n    static_configs: [{{targets: [{}]}}]\n{rules}",
+                 scrape_configs:\n  - job_name: wattlet\n{}    static_configs: [{{targets: [{}]}}]\n{rules}",
+                scrape.yaml(),
                 list.join(", ")
             ),
         )?;
@@ -428,7 +538,7 @@ impl Prometheus {
 
     /// Every series of a PromQL expression evaluated at `time` (Prometheus's form: Unix
     /// seconds, fractions allowed), or now: labels and value.
-    pub fn query_all(
+    pub fn query_series_at(
         &self,
         expr: &str,
         time: Option<&str>,

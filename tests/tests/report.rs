@@ -188,7 +188,7 @@ fn the_report_adds_up_what_the_agents_counted() -> Result<()> {
     let to = format!("{to:.3}");
     let truth = |expr: &str| -> Result<Vec<(String, f64)>> {
         Ok(prom
-            .query_all(expr, Some(&to))?
+            .query_series_at(expr, Some(&to))?
             .into_iter()
             .map(|(l, v)| (l.get("namespace").cloned().unwrap_or_default(), v))
             .filter(|(ns, _)| ns.starts_with("team-"))

@@ -183,7 +183,15 @@ pub fn ensure_lint_tools() -> Result<()> {
     Ok(())
 }
 
-/// Prometheus and promtool, from Debian's packages, for the end-to-end tests.
+/// What the end-to-end tests run, by binary and the Debian package that brings it: Prometheus
+/// and promtool, and capsh (the least-privilege tests drop capabilities with it).
+const TEST_TOOLS: [(&str, &str); 3] = [
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
+    ("capsh", "libcap2-bin"),
+];
+
+/// Installs the end-to-end tests' tools that are missing, from Debian's packages.
 pub fn ensure_prometheus() -> Result<()> {
     let have = |b: &str| {
         Command::new(b)
@@ -191,28 +199,33 @@ pub fn ensure_prometheus() -> Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .is_ok_and(|s| s.success())
+            .is_ok()
     };
-    if have("prometheus") && have("promtool") {
+    let mut missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(bin, _)| !have(bin))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
         return Ok(());
     }
     if !Path::new("/usr/bin/apt-get").exists() {
         bail!(
-            "prometheus and promtool are needed by the end-to-end tests: install them \
-             (Debian/Ubuntu: apt-get install prometheus)"
+            "the end-to-end tests need {}: install them (Debian/Ubuntu: apt-get install {})",
+            missing.join(", "),
+            missing.join(" ")
         );
     }
-    eprintln!("xtask: installing prometheus and promtool (apt-get) for the end-to-end tests");
+    eprintln!(
+        "xtask: installing {} (apt-get) for the end-to-end tests",
+        missing.join(", ")
+    );
     run(Command::new("apt-get").arg("update").arg("-q"))?;
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "prometheus",
-        ]))
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))
 }
 
 /// When [`run_quietly`] shows a successful command's output.

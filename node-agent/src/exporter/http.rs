@@ -1,5 +1,9 @@
 //! HTTP serving: `/metrics` (OpenMetrics when asked for, classic text otherwise), `/healthz`,
-//! `/readyz`, and the page at `/` with the JSON API it reads (`page`).
+//! `/readyz`, and the page at `/` with the JSON API it reads (`page`), behind the protection
+//! of [`web`](super::web): TLS, basic authentication, limits.
+//!
+//! Routes go in [`routes`]; [`serve`] wraps the finished router in the guard, so that every
+//! route — any added later too — is covered by the same protection.
 
 use std::{io, net::SocketAddr, sync::Arc};
 
@@ -12,7 +16,12 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 
-use super::{classic::openmetrics_to_text_004, collector::render, page};
+use super::{
+    classic::openmetrics_to_text_004,
+    collector::render,
+    page,
+    web::{self, Web},
+};
 use crate::snapshot::Latest;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -26,8 +35,6 @@ pub enum HttpError {
         #[source]
         source: io::Error,
     },
-    #[error("serving HTTP")]
-    Serve(#[source] io::Error),
 }
 
 #[derive(Clone)]
@@ -43,28 +50,32 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
-/// Serves until `shutdown` completes; `node` is this node's name, as the page shows it.
+/// Serves until `shutdown` completes, then lets requests in progress finish (briefly); `node`
+/// is this node's name, as the page shows it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Registry,
     latest: Arc<Latest>,
     node: &str,
+    web: Web,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), HttpError> {
+) {
     let state = AppState {
         registry: Arc::new(registry),
         latest: latest.clone(),
     };
-    let app = Router::new()
+    let app = web.guard().wrap(routes(state, latest, node));
+    web::run(listener, app, web, shutdown).await;
+}
+
+/// Every page and endpoint. The guard is put around this router as a whole by [`serve`].
+fn routes(state: AppState, latest: Arc<Latest>, node: &str) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state)
-        .merge(page::routes(latest, node));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(HttpError::Serve)
+        .merge(page::routes(latest, node))
 }
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {

@@ -14,9 +14,11 @@
 //! - [`openmetrics_to_text_004`] (`classic`): the classic text format for non-OpenMetrics
 //!   scrapers.
 //! - [`bind`] and [`serve`] (`http`): `/metrics` with content negotiation, `/healthz`,
-//!   `/readyz`;
+//!   `/readyz`, behind [`web`]'s guard;
 //! - `page`: the page at `/` (HTML, CSS and JavaScript embedded from `page/`) and the JSON API
 //!   it reads, `/api/v1/snapshot` and `/api/v1/history`, whose documents `json` defines.
+//! - [`web`]: `--web.config.file` (TLS, basic authentication, headers), connection limits and
+//!   timeouts, the accept loop.
 //!
 //! What users scrape is pinned by `testdata/exposition.om.txt` and `testdata/exposition.txt`
 //! (the golden test); a change to them is a change to what dashboards see.
@@ -33,6 +35,7 @@ mod json;
 mod kepler;
 mod node;
 mod page;
+pub mod web;
 mod workloads;
 
 pub use classic::openmetrics_to_text_004;
@@ -40,3 +43,4 @@ pub use collector::{registry, render};
 pub use families::escape_label_value;
 pub use http::{HttpError, OPENMETRICS, TEXT_004, bind, serve};
 pub use json::VERSION as API_VERSION;
+pub use web::{Web, WebConfigError};
