@@ -28,7 +28,7 @@ use crate::{
 
 pub async fn run(opts: Options) -> Result<()> {
     // Listened for from the start, so that a signal during start-up stops the agent cleanly.
-    let mut signals = Signals::new()?;
+    let signals = Signals::new()?;
     // A bad web config stops the agent before anything is loaded.
     let web = exporter::Web::open(
         opts.exporter.web_config_file.as_deref(),
@@ -37,15 +37,7 @@ pub async fn run(opts: Options) -> Result<()> {
         opts.exporter.max_connections_per_client.into(),
     )?;
     sys::require_bpf_privileges()?;
-    let cgroup_root = opts.agent.cgroup_root()?;
-    info!("cgroup v2 hierarchy at {}", cgroup_root.display());
-    let mut tree = CgroupTree::new(&cgroup_root);
-    let mut counters = KernelCounters::load(KernelOptions {
-        gone_retention: opts.attribution.retention,
-        ..opts.kernel.clone()
-    })?;
-    let (_, pmu_reason) = counters.pmu();
-    info!("sched_switch accounting attached; PMU: {pmu_reason}");
+    let (mut tree, mut counters) = load_kernel(&opts)?;
 
     let meter = open_power(&opts.power)?;
     let carbon = Carbon::start(&opts.carbon)?;
@@ -94,28 +86,43 @@ pub async fn run(opts: Options) -> Result<()> {
             .context("starting the measuring thread")?
     };
 
-    let shutdown = {
-        let stop = stop.clone();
-        async move {
-            let first = signals.next().await;
-            info!(
-                "{first} received: finishing the current interval and the requests in progress \
-                 (a second signal exits at once)"
-            );
-            stop.store(true, Ordering::Relaxed);
-            tokio::spawn(async move {
-                let second = signals.next().await;
-                warn!("{second} received again: exiting at once");
-                std::process::exit(128 + second.number());
-            });
-        }
-    };
+    let shutdown = stop_on_signal(signals, stop.clone());
     let node = opts.agent.node_name();
     exporter::serve(listener, registry, latest, &node, web, shutdown).await;
     stop.store(true, Ordering::Relaxed);
     let _ = measuring.join();
     info!("stopped");
     Ok(())
+}
+
+/// Finds the cgroup hierarchy, then loads and attaches the accounting program.
+fn load_kernel(opts: &Options) -> Result<(CgroupTree, KernelCounters)> {
+    let cgroup_root = opts.agent.cgroup_root()?;
+    info!("cgroup v2 hierarchy at {}", cgroup_root.display());
+    let tree = CgroupTree::new(&cgroup_root);
+    let counters = KernelCounters::load(KernelOptions {
+        gone_retention: opts.attribution.retention,
+        ..opts.kernel.clone()
+    })?;
+    let (_, pmu_reason) = counters.pmu();
+    info!("sched_switch accounting attached; PMU: {pmu_reason}");
+    Ok((tree, counters))
+}
+
+/// Completes at the first SIGTERM or SIGINT, after telling the measuring loop to stop; a second
+/// signal exits at once.
+async fn stop_on_signal(mut signals: Signals, stop: Arc<AtomicBool>) {
+    let first = signals.next().await;
+    info!(
+        "{first} received: finishing the current interval and the requests in progress \
+         (a second signal exits at once)"
+    );
+    stop.store(true, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let second = signals.next().await;
+        warn!("{second} received again: exiting at once");
+        std::process::exit(128 + second.number());
+    });
 }
 
 /// Probes the power sources, logs what each offers, and opens the chosen one (or says why none).

@@ -179,10 +179,21 @@ fn check_header_and_cards(dom: &str, s: &Value) -> Result<()> {
         &text("agent-energy")?,
         &s["agent"]["joules"],
     )?;
-    // Without carbon configured the card stays hidden.
+    // With no carbon flags the agent uses the documented world average (source "default"):
+    // the card shows it, as the JSON has it.
+    let carbon = &s["carbon"];
     ensure!(
-        browser::attr(dom, "carbon-card", "hidden").is_some(),
-        "the carbon card shows without carbon"
+        browser::attr(dom, "carbon-card", "hidden").is_none(),
+        "the carbon card is hidden though the snapshot has carbon: {carbon}"
+    );
+    let intensity = text("carbon-intensity")?;
+    let expected = carbon["intensity_grams_per_kwh"]
+        .as_f64()
+        .context("carbon intensity in the JSON")?
+        .round();
+    ensure!(
+        intensity.starts_with(&format!("{expected} gCO₂e/kWh")) && intensity.contains("default"),
+        "carbon intensity shown as {intensity:?}, the JSON says {carbon}"
     );
     Ok(())
 }
