@@ -17,11 +17,13 @@ use std::{
 use node_agent_common::CgroupCounters;
 
 use crate::{
-    attribution::{AttributionSnapshot, IdlePolicy, PodTotals, WorkloadTotals},
+    attribution::{
+        AttributionSnapshot, EXITED, IdlePolicy, OTHER, PodTotals, ProcessTotals, WorkloadTotals,
+    },
     kernel::CountersSnapshot,
     kubernetes::{MetaIndex, MetaView, PodMeta},
     power::PowerSnapshot,
-    workload::{Container, Workload},
+    workload::{Container, Vm, Workload},
 };
 
 /// What the measuring loop hands to the exporters each interval.
@@ -46,6 +48,9 @@ pub struct Snapshot {
     pub containers: Vec<ContainerRow>,
     pub pods: Vec<PodRow>,
     pub cgroups: Vec<CgroupRow>,
+    pub vms: Vec<VmRow>,
+    /// With `--metrics.processes`: the shown processes, then `(other)`.
+    pub processes: Vec<ProcessRow>,
 }
 
 /// What one workload used: counted by the kernel, and the energy attributed to it.
@@ -94,6 +99,35 @@ pub struct CgroupRow {
     pub usage: Usage,
 }
 
+/// A virtual machine, named by its cgroup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmRow {
+    pub id: Arc<str>,
+    pub name: Arc<str>,
+    pub hypervisor: &'static str,
+    pub usage: Usage,
+}
+
+/// A process series: one process while it is among the top N, or `(other)` (`pid` empty).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessRow {
+    pub pid: String,
+    /// `(other)`, or `(exited)` for a process that exited before its names were read.
+    pub comm: Arc<str>,
+    pub exe: Arc<str>,
+    /// Kepler's `type`: `container`, `vm` or `regular` (empty for `(other)`).
+    pub kind: &'static str,
+    /// The workload it ran in: a container's id, a VM's id, or a cgroup's name; the others empty.
+    pub container_id: Arc<str>,
+    pub vm_id: Arc<str>,
+    pub cgroup: Arc<str>,
+    pub running: bool,
+    /// CPU time and energy per zone while shown, and the last interval's power.
+    pub cpu_ns: u64,
+    pub joules: Vec<f64>,
+    pub watts: Vec<Option<f64>>,
+}
+
 impl Snapshot {
     pub fn new(
         counters: CountersSnapshot,
@@ -106,8 +140,9 @@ impl Snapshot {
     ) -> Self {
         let empty = MetaIndex::default();
         let index = metadata.as_ref().map_or(&empty, |m| &*m.index);
-        let (containers, cgroups) = workload_rows(&attribution.workloads, index);
+        let (containers, cgroups, vms) = workload_rows(&attribution.workloads, index);
         let pods = attribution.pods.iter().map(|p| pod_row(p, index)).collect();
+        let processes = attribution.processes.iter().map(process_row).collect();
         Self {
             counters,
             power,
@@ -119,6 +154,8 @@ impl Snapshot {
             containers,
             pods,
             cgroups,
+            vms,
+            processes,
         }
     }
 
@@ -128,13 +165,14 @@ impl Snapshot {
     }
 }
 
-/// Containers and cgroups, in the attribution's order.
+/// Containers, cgroups and VMs, in the attribution's order.
 fn workload_rows(
     workloads: &[WorkloadTotals],
     meta: &MetaIndex,
-) -> (Vec<ContainerRow>, Vec<CgroupRow>) {
+) -> (Vec<ContainerRow>, Vec<CgroupRow>, Vec<VmRow>) {
     let mut containers = Vec::new();
     let mut cgroups = Vec::new();
+    let mut vms = Vec::new();
     for w in workloads {
         let usage = Usage {
             running: w.running,
@@ -148,9 +186,48 @@ fn workload_rows(
                 path: path.clone(),
                 usage,
             }),
+            Workload::Vm(vm) => vms.push(vm_row(vm, usage)),
         }
     }
-    (containers, cgroups)
+    (containers, cgroups, vms)
+}
+
+fn vm_row(vm: &Vm, usage: Usage) -> VmRow {
+    VmRow {
+        id: vm.id.clone(),
+        name: vm.name.clone(),
+        hypervisor: vm.hypervisor,
+        usage,
+    }
+}
+
+fn process_row(p: &ProcessTotals) -> ProcessRow {
+    let empty: Arc<str> = Arc::from("");
+    let (kind, container_id, vm_id, cgroup) = match &p.workload {
+        Some(Workload::Container(c)) => ("container", c.id.clone(), empty.clone(), empty),
+        Some(Workload::Vm(v)) => ("vm", empty.clone(), v.id.clone(), empty),
+        Some(Workload::Cgroup(path)) => ("regular", empty.clone(), empty, path.clone()),
+        None if p.pid.is_some() => ("regular", empty.clone(), empty.clone(), empty),
+        None => ("", empty.clone(), empty.clone(), empty),
+    };
+    let (comm, exe) = match (&p.names, p.pid) {
+        (Some(n), _) => (n.comm.clone(), n.exe.clone()),
+        (None, Some(_)) => (Arc::from(EXITED), Arc::from("")),
+        (None, None) => (Arc::from(OTHER), Arc::from("")),
+    };
+    ProcessRow {
+        pid: p.pid.map(|p| p.to_string()).unwrap_or_default(),
+        comm,
+        exe,
+        kind,
+        container_id,
+        vm_id,
+        cgroup,
+        running: p.running,
+        cpu_ns: p.cpu_ns,
+        joules: p.joules.clone(),
+        watts: p.watts.clone(),
+    }
 }
 
 fn container_row(c: &Container, usage: Usage, meta: &MetaIndex) -> ContainerRow {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use node_agent_common::CgroupCounters;
 
-use super::IdleMethod;
+use super::{IdleMethod, ProcessTotals};
 use crate::workload::Workload;
 
 /// One zone of the node.
@@ -52,6 +52,10 @@ pub struct AttributionSnapshot {
     pub pods: Vec<PodTotals>,
     /// Per zone, energy of workloads whose series expired (so that the sums still reconcile).
     pub expired_joules: Vec<f64>,
+    /// With `--metrics.processes`: the shown processes, then `(other)`.
+    pub processes: Vec<ProcessTotals>,
+    /// The node's busy CPU time over busy + idle, in the last interval.
+    pub busy_ratio: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

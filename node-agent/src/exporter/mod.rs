@@ -4,7 +4,10 @@
 //! - [`registry`] and [`render`] (`collector`): build info, and the collector that hands the
 //!   snapshot to each family group in turn:
 //!   - `node`: CPU time, energy and power per zone, idle power, the power source;
+//!   - `cpuinfo`: the logical CPUs and how busy they were;
 //!   - `workloads`: containers, pods, non-container cgroups, expired energy;
+//!   - `vms`: virtual machines;
+//!   - `processes`: the top processes by energy and `(other)`;
 //!   - `agent`: the agent about itself (pod-metadata watch, its CPU and energy, attribution
 //!     settings, the in-kernel map, its last interval);
 //!   - `kepler`: Kepler's names, with `--metrics-compat kepler`.
@@ -20,12 +23,15 @@
 mod agent;
 mod classic;
 mod collector;
+mod cpuinfo;
 mod families;
 #[cfg(test)]
 mod golden;
 mod http;
 mod kepler;
 mod node;
+mod processes;
+mod vms;
 mod workloads;
 
 pub use classic::openmetrics_to_text_004;

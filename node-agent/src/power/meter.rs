@@ -17,6 +17,9 @@ pub struct ZoneSample {
     pub joules: f64,
     /// Average power since the previous reading (none at the first).
     pub watts: Option<f64>,
+    /// Where the zone is read, when the source has one place for it: a powercap zone's sysfs
+    /// directory, or `aggregated-<zone>` for a zone summed over sockets (as Kepler labels them).
+    pub path: Option<String>,
 }
 
 /// Node energy at one instant, immutable, handed to the exporter.
@@ -39,6 +42,8 @@ pub struct PowerSnapshot {
 /// Reads the chosen source and keeps the running totals the snapshots report.
 pub struct Meter {
     opened: Opened,
+    /// Each zone's path, as the source gave it when opened.
+    paths: BTreeMap<String, String>,
     /// Per zone, the last complete reading (time, joules) power is measured from.
     baseline: BTreeMap<String, (Duration, f64)>,
     dropped: BTreeMap<(String, DropReason), u64>,
@@ -48,6 +53,7 @@ pub struct Meter {
 impl Meter {
     pub fn new(opened: Opened) -> Self {
         Self {
+            paths: opened.source.zone_paths().into_iter().collect(),
             opened,
             baseline: BTreeMap::new(),
             dropped: BTreeMap::new(),
@@ -94,6 +100,7 @@ impl Meter {
                     zone: zone.clone(),
                     joules: *joules,
                     watts: self.power(zone, *joules, ctx, dropped, unread),
+                    path: self.paths.get(zone).cloned(),
                 }
             })
             .collect();
