@@ -47,7 +47,7 @@ struct ProcessMaps {
 /// The loaded and attached accounting program, and what the agent has read from it.
 pub struct KernelCounters {
     // Holds the programs and their links: dropping it detaches.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     cgroups: CgroupMap,
     cpus: PerCpuArray<MapData, CpuCounters>,
     _perf_events: Vec<OwnedFd>,
@@ -85,7 +85,7 @@ impl KernelCounters {
             instructions,
         } = pmu.events;
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             cgroups,
             cpus,
             _perf_events: cycles
@@ -106,6 +106,30 @@ impl KernelCounters {
     /// The cgroup ids that have an entry in the in-kernel map right now.
     pub fn map_ids(&self) -> Vec<u64> {
         self.cgroups.keys().filter_map(|k| k.ok()).collect()
+    }
+
+    /// The (process, cgroup) keys in the in-kernel process map right now (none when processes
+    /// are not counted).
+    pub fn process_keys(&self) -> Vec<ProcessKey> {
+        (self.processes.iter())
+            .flat_map(|p| p.map.keys().filter_map(|k| k.ok()))
+            .collect()
+    }
+
+    /// The accounting program as the kernel runs it (after the verifier, which drops what a
+    /// load-time constant switches off), in instructions.
+    pub fn loaded_instructions(&self) -> Result<u32, KernelError> {
+        let program = self
+            .ebpf
+            .program(names::PROGRAM)
+            .ok_or(KernelError::Missing {
+                kind: "program",
+                name: names::PROGRAM,
+            })?;
+        let info = program
+            .info()
+            .map_err(|e| KernelError::bpf("reading the accounting program's info", e))?;
+        Ok(info.size_translated().unwrap_or(0) / 8)
     }
 
     /// Which PMU counters are in use, and why.
