@@ -118,6 +118,7 @@ fn every_panel_of_keplers_dashboard_has_data() -> Result<()> {
             row.id, row.kind, row.series, row.title
         );
     }
+    cpus_and_conservation(&prom)?;
     let by_id = |id: u64| table.iter().find(|r| r.id == id).unwrap();
     for (id, label, want) in [
         (203, "model_name", None),
@@ -136,6 +137,42 @@ fn every_panel_of_keplers_dashboard_has_data() -> Result<()> {
             None => ensure!(!values.is_empty(), "panel {id}: no {label}"),
         }
     }
+    Ok(())
+}
+
+/// The CPU-info panel counts this machine's CPUs; and every joule of the workloads is in exactly
+/// one process series (stopped series included, at their last value).
+fn cpus_and_conservation(prom: &Prometheus) -> Result<()> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")?;
+    let cpus = (cpuinfo.lines())
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, _)| k.trim() == "processor")
+        })
+        .count();
+    let cores = prom.query("count(kepler_node_cpu_info{job=\"wattlet\"})")?;
+    ensure!(
+        cores == Some(cpus as f64),
+        "{cores:?} cores for {cpus} CPUs"
+    );
+    let q = |e: &str| -> Result<f64> { prom.query(e)?.with_context(|| format!("no {e}")) };
+    let workloads = q(
+        "sum(wattlet_container_energy_joules_total{zone=\"package\"}) \
+        + sum(wattlet_cgroup_energy_joules_total{zone=\"package\"}) \
+        + sum(wattlet_vm_energy_joules_total{zone=\"package\"}) \
+        + sum(wattlet_expired_energy_joules_total{zone=\"package\"})",
+    )?;
+    let processes =
+        q("sum(last_over_time(wattlet_process_energy_joules_total{zone=\"package\"}[10m]))")?;
+    println!(
+        "kepler dashboard — {cores:?} cores; package energy: processes {processes:.3} J, \
+         workloads {workloads:.3} J ({:+.2e})",
+        processes / workloads - 1.0
+    );
+    ensure!(
+        (processes - workloads).abs() <= 1e-6 * workloads,
+        "processes {processes} J vs workloads {workloads} J"
+    );
     Ok(())
 }
 

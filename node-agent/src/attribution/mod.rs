@@ -95,7 +95,7 @@ impl Attributor {
             deltas: Deltas::default(),
             idle: IdleEstimates::new(opts.configured_idle.clone(), opts.idle_window),
             ledger: Ledger::default(),
-            processes: Processes::new(opts.processes),
+            processes: Processes::new(opts.processes, processes::LINGER),
             opts,
         }
     }
@@ -162,6 +162,7 @@ impl Attributor {
                 workloads: &workloads,
                 zones: zones.len(),
                 dt,
+                at: counters.at,
             },
         )
     }

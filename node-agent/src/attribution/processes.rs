@@ -5,14 +5,17 @@
 //! per zone and per interval, exactly (up to rounding).
 //!
 //! A series counts what its process did while it was shown. A process that drops out of the
-//! top N folds into `(other)`: from that interval on its energy and CPU time go there; its own
-//! series stops where it was, and continues from that value if it comes back. Every counter is
-//! monotonic, each joule is counted by exactly one series, and there are never more than N + 1
-//! series per zone.
+//! top N folds into `(other)`: from that interval on its energy and CPU time go there, and its
+//! own series stays, frozen at its last value (power 0), for [`LINGER`], holding its place, so
+//! that every scraper sees its final value; then the place goes to the next process of the top
+//! N. A process shown again continues from where its series stopped. Every counter is
+//! monotonic, each joule is counted by exactly one series, none is lost to a series that went
+//! before it was scraped, and there are never more than N + 1 series per zone.
 
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
+    time::Duration,
 };
 
 use node_agent_common::ProcessKey;
@@ -111,14 +114,18 @@ pub fn top_n(energy: &[Vec<f64>], cpu: &[u64], top: usize) -> Vec<usize> {
     ranked
 }
 
+/// How long a process that left the top N keeps its place and its series, frozen: long enough
+/// for any scraper to see the series' final value before it goes.
+pub const LINGER: Duration = Duration::from_secs(60);
+
 /// What a series has counted.
 #[derive(Clone, Debug, Default)]
-struct Shown {
+struct Counted {
     cpu_ns: u64,
     joules: Vec<f64>,
 }
 
-impl Shown {
+impl Counted {
     fn add(&mut self, cpu_ns: u64, joules: &[f64]) {
         self.cpu_ns += cpu_ns;
         self.joules.resize(joules.len().max(self.joules.len()), 0.0);
@@ -129,15 +136,31 @@ impl Shown {
     }
 }
 
+/// A place among the N shown: the process, what its series counted, what it is shown with, and
+/// since when it has been out of the top N.
+#[derive(Clone, Debug)]
+struct Slot {
+    pid: u32,
+    counted: Counted,
+    names: Option<Arc<ProcessNames>>,
+    workload: Option<Workload>,
+    running: bool,
+    leaving_since: Option<Duration>,
+}
+
 /// The process series from one interval to the next.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Processes {
     top: usize,
+    linger: Duration,
     /// Per key, its CPU time at the last interval.
     last: HashMap<ProcessKey, u64>,
-    /// Per pid, what its series has counted.
-    shown: HashMap<u32, Shown>,
-    other: Shown,
+    /// At most `top`.
+    slots: Vec<Slot>,
+    /// What the series of live processes no longer shown had counted: shown again, a process
+    /// continues where its series stopped.
+    history: HashMap<u32, Counted>,
+    other: Counted,
 }
 
 /// One interval's inputs, besides the kernel's samples.
@@ -146,13 +169,19 @@ pub(crate) struct Inputs<'a> {
     pub zones: usize,
     /// Seconds of the energy interval (None: no energy this interval).
     pub dt: Option<f64>,
+    /// When the interval ends (the kernel counters' clock).
+    pub at: Duration,
 }
 
 impl Processes {
-    pub fn new(top: usize) -> Self {
+    pub fn new(top: usize, linger: Duration) -> Self {
         Self {
             top,
-            ..Self::default()
+            linger,
+            last: HashMap::new(),
+            slots: Vec::new(),
+            history: HashMap::new(),
+            other: Counted::default(),
         }
     }
 
@@ -165,50 +194,53 @@ impl Processes {
         inputs: Inputs<'_>,
     ) -> Vec<ProcessTotals> {
         let by_pid = self.deltas(samples, workload_of);
+        let pids: Vec<u32> = by_pid.keys().copied().collect();
         let intervals: Vec<ProcessInterval> = by_pid.values().map(|p| p.interval.clone()).collect();
         let energy = share_by_cpu(inputs.workloads, &intervals, inputs.zones);
-        let cpu: Vec<u64> = intervals
-            .iter()
+        let cpu: Vec<u64> = (intervals.iter())
             .map(|p| p.cpu_ns.iter().map(|c| c.1).sum())
             .collect();
-        let top = top_n(&energy, &cpu, self.top);
-        let pids: Vec<u32> = by_pid.keys().copied().collect();
+        let wanted: Vec<u32> = (top_n(&energy, &cpu, self.top).into_iter())
+            .map(|i| pids[i])
+            .collect();
+        self.reassign(&wanted, inputs.at);
         let watts = |j: &[f64]| -> Vec<Option<f64>> {
             j.iter()
                 .map(|j| inputs.dt.filter(|dt| *dt > 0.0).map(|dt| j / dt))
                 .collect()
         };
-        let mut rows = Vec::with_capacity(top.len() + 1);
         let mut other_joules: Vec<f64> = (0..inputs.zones)
             .map(|z| {
-                inputs
-                    .workloads
-                    .values()
+                (inputs.workloads.values())
                     .map(|w| w.joules.get(z).copied().unwrap_or(0.0))
                     .sum()
             })
             .collect();
         let mut other_cpu: u64 = inputs.workloads.values().map(|w| w.cpu_ns).sum();
-        for &i in &top {
-            let (pid, p) = (pids[i], &by_pid[&pids[i]]);
-            let shown = self.shown.entry(pid).or_default();
-            shown.add(cpu[i], &energy[i]);
-            for (o, e) in other_joules.iter_mut().zip(&energy[i]) {
+        let zero = vec![0.0; inputs.zones];
+        let mut rows = Vec::with_capacity(self.slots.len() + 1);
+        for slot in &mut self.slots {
+            let i = pids.binary_search(&slot.pid).ok();
+            if let Some(p) = by_pid.get(&slot.pid) {
+                slot.renew(p);
+            } else {
+                slot.running = false;
+            }
+            // A lingering process's energy goes to (other); its series stays as it was.
+            let (c, e) = match i.filter(|_| slot.leaving_since.is_none()) {
+                Some(i) => (cpu[i], &energy[i][..]),
+                None => (0, &zero[..]),
+            };
+            slot.counted.add(c, e);
+            for (o, e) in other_joules.iter_mut().zip(e) {
                 *o -= e;
             }
-            other_cpu = other_cpu.saturating_sub(cpu[i]);
-            rows.push(ProcessTotals {
-                pid: Some(pid),
-                names: p.names.clone(),
-                workload: p.home(),
-                running: p.running,
-                cpu_ns: shown.cpu_ns,
-                joules: shown.joules.clone(),
-                watts: watts(&energy[i]),
-            });
+            other_cpu = other_cpu.saturating_sub(c);
+            rows.push(slot.totals(inputs.zones, watts(e)));
         }
         self.other.add(other_cpu, &other_joules);
-        self.shown.retain(|pid, _| by_pid.contains_key(pid));
+        self.history.retain(|pid, _| by_pid.contains_key(pid));
+        let other_watts = watts(&other_joules.iter().map(|j| j.max(0.0)).collect::<Vec<_>>());
         rows.push(ProcessTotals {
             pid: None,
             names: None,
@@ -216,9 +248,46 @@ impl Processes {
             running: true,
             cpu_ns: self.other.cpu_ns,
             joules: self.other.joules.clone(),
-            watts: watts(&other_joules.iter().map(|j| j.max(0.0)).collect::<Vec<_>>()),
+            watts: other_watts,
         });
         rows
+    }
+
+    /// The places for this interval: a process in the top N keeps its place (or takes it back
+    /// while lingering); one that left the top N lingers, frozen, for `linger`, then gives its
+    /// place to the next process of the top N without one.
+    fn reassign(&mut self, wanted: &[u32], now: Duration) {
+        for slot in &mut self.slots {
+            if wanted.contains(&slot.pid) {
+                slot.leaving_since = None;
+            } else {
+                slot.leaving_since.get_or_insert(now);
+            }
+        }
+        let linger = self.linger;
+        let (gone, kept): (Vec<Slot>, Vec<Slot>) =
+            std::mem::take(&mut self.slots).into_iter().partition(|s| {
+                s.leaving_since
+                    .is_some_and(|t| now.saturating_sub(t) >= linger)
+            });
+        self.history
+            .extend(gone.into_iter().map(|s| (s.pid, s.counted)));
+        self.slots = kept;
+        for pid in wanted {
+            if self.slots.len() >= self.top {
+                break;
+            }
+            if self.slots.iter().all(|s| s.pid != *pid) {
+                self.slots.push(Slot {
+                    pid: *pid,
+                    counted: self.history.remove(pid).unwrap_or_default(),
+                    names: None,
+                    workload: None,
+                    running: true,
+                    leaving_since: None,
+                });
+            }
+        }
     }
 
     /// Each process's interval (its keys' CPU time since the last interval, per workload).
@@ -243,6 +312,33 @@ impl Processes {
         }
         self.last = last;
         by_pid
+    }
+}
+
+impl Slot {
+    /// What the process is shown with, as of this interval.
+    fn renew(&mut self, p: &Pid) {
+        self.running = p.running;
+        if p.names.is_some() {
+            self.names.clone_from(&p.names);
+        }
+        if let Some(w) = p.home() {
+            self.workload = Some(w);
+        }
+    }
+
+    fn totals(&self, zones: usize, watts: Vec<Option<f64>>) -> ProcessTotals {
+        let mut joules = self.counted.joules.clone();
+        joules.resize(zones.max(joules.len()), 0.0);
+        ProcessTotals {
+            pid: Some(self.pid),
+            names: self.names.clone(),
+            workload: self.workload.clone(),
+            running: self.running,
+            cpu_ns: self.counted.cpu_ns,
+            joules,
+            watts,
+        }
     }
 }
 
@@ -337,33 +433,53 @@ mod tests {
         );
     }
 
-    /// A process that drops out of the top N folds into (other): its series stops, (other)
-    /// takes its energy from then on, and it continues where it stopped when it comes back.
+    /// A process that drops out of the top N folds into (other): its series stays, frozen, for
+    /// the linger (holding its place: the new top process's energy is in (other) meanwhile),
+    /// then goes; shown again, it continues where it stopped.
     #[test]
-    fn dropping_out_folds_into_other_and_coming_back_continues() {
-        let mut p = Processes::new(1);
+    fn dropping_out_folds_into_other_lingers_and_coming_back_continues() {
+        let mut p = Processes::new(1, Duration::from_secs(2));
         let workloads = BTreeMap::from([(w("/a"), interval(100, &[10.0]))]);
-        let inputs = || Inputs {
-            workloads: &workloads,
-            zones: 1,
-            dt: Some(1.0),
-        };
-        let step = |p: &mut Processes, a: u64, b: u64| {
+        // At second `t`, processes 1 and 2 have used `a` and `b` ns in all.
+        let mut step = |t: u64, a: u64, b: u64| {
             let samples = BTreeMap::from([(key(1, 1), sample(a)), (key(2, 1), sample(b))]);
-            p.update(&samples, workload_of, inputs())
+            let inputs = Inputs {
+                workloads: &workloads,
+                zones: 1,
+                dt: Some(1.0),
+                at: Duration::from_secs(t),
+            };
+            let r = p.update(&samples, workload_of, inputs);
+            let shown: Vec<_> = r.iter().map(|r| (r.pid, r.joules[0], r.watts[0])).collect();
+            shown
         };
-        let r = step(&mut p, 70, 30); // 1 is top
+        // 1 is top: 7 J; 2's 3 J in (other).
         assert_eq!(
-            (r[0].pid, r[0].joules[0], r[1].joules[0]),
-            (Some(1), 7.0, 3.0)
+            step(1, 70, 30),
+            [(Some(1), 7.0, Some(7.0)), (None, 3.0, Some(3.0))]
         );
-        let r = step(&mut p, 80, 120); // 2 is top: +9 J; 1's +1 J goes to (other)
-        assert_eq!((r[0].pid, r[0].joules[0]), (Some(2), 9.0));
-        assert_eq!(r[1].joules[0], 4.0);
-        assert_eq!(r.len(), 2, "1 is not shown");
-        let r = step(&mut p, 180, 120); // 1 is back: from 7 J
-        assert_eq!((r[0].pid, r[0].joules[0]), (Some(1), 17.0));
-        assert_eq!(r[1].joules[0], 4.0);
+        // 2 is top now, but 1 lingers: frozen, 0 W; all 10 J in (other).
+        assert_eq!(
+            step(2, 80, 120),
+            [(Some(1), 7.0, Some(0.0)), (None, 13.0, Some(10.0))]
+        );
+        // (The workload's 10th CPU-second is no process's: (other)'s in any case.)
+        assert_eq!(
+            step(3, 80, 210),
+            [(Some(1), 7.0, Some(0.0)), (None, 23.0, Some(10.0))]
+        );
+        // 2 s after it left, 1 gives its place to 2.
+        assert_eq!(
+            step(4, 80, 300),
+            [(Some(2), 9.0, Some(9.0)), (None, 24.0, Some(1.0))]
+        );
+        // 1 comes back to the top: it waits for 2 to linger out, then continues from 7 J.
+        step(5, 180, 300);
+        step(6, 280, 300);
+        assert_eq!(
+            step(7, 380, 300),
+            [(Some(1), 17.0, Some(10.0)), (None, 44.0, Some(0.0))]
+        );
     }
 
     /// Through the attributor: a VM's and a service's energy go to their processes, CPU time no
@@ -486,15 +602,15 @@ mod tests {
         /// 1e-9; every counter is monotonic; at most N + 1 series.
         #[test]
         fn processes_and_other_add_up_to_the_workloads(
-            intervals in proptest::collection::vec(host(), 1..6),
+            intervals in proptest::collection::vec(host(), 1..8),
             top in 0usize..8,
         ) {
-            let mut p = Processes::new(top);
+            let mut p = Processes::new(top, Duration::from_secs(3));
             // The kernel keeps reporting every process seen (they all stay alive here).
             let mut samples = BTreeMap::new();
             let mut last: HashMap<Option<u32>, (u64, Vec<f64>)> = HashMap::new();
             let mut other_before = 0.0;
-            for (ws, procs) in intervals {
+            for (t, (ws, procs)) in intervals.into_iter().enumerate() {
                 let workloads: BTreeMap<Workload, WorkloadInterval> = ws
                     .iter()
                     .enumerate()
@@ -506,7 +622,8 @@ mod tests {
                         samples.entry(k).or_insert_with(|| sample(0)).cpu_ns += ns;
                     }
                 }
-                let rows = p.update(&samples, workload_of, Inputs { workloads: &workloads, zones: 2, dt: Some(2.0) });
+                let at = Duration::from_secs(2 * t as u64);
+                let rows = p.update(&samples, workload_of, Inputs { workloads: &workloads, zones: 2, dt: Some(2.0), at });
                 prop_assert!(rows.len() <= top + 1);
                 for z in 0..2 {
                     let want: f64 = ws.iter().map(|w| w.1[z]).sum();
