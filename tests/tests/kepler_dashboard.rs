@@ -169,9 +169,14 @@ fn cpus_and_conservation(prom: &Prometheus) -> Result<()> {
          workloads {workloads:.3} J ({:+.2e})",
         processes / workloads - 1.0
     );
+    // A process whose labels changed while shown has two series: name them.
+    let relabelled = prom.query_all(
+        "last_over_time(wattlet_process_energy_joules_total{zone=\"package\"}[10m]) and on (pid) \
+         (count by (pid) (last_over_time(wattlet_process_energy_joules_total{zone=\"package\"}[10m])) > 1)",
+    )?;
     ensure!(
         (processes - workloads).abs() <= 1e-6 * workloads,
-        "processes {processes} J vs workloads {workloads} J"
+        "processes {processes} J vs workloads {workloads} J; relabelled: {relabelled:?}"
     );
     Ok(())
 }

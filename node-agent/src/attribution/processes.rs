@@ -8,7 +8,9 @@
 //! top N folds into `(other)`: from that interval on its energy and CPU time go there, and its
 //! own series stays, frozen at its last value (power 0), for [`LINGER`], holding its place, so
 //! that every scraper sees its final value; then the place goes to the next process of the top
-//! N. A process shown again continues from where its series stopped. Every counter is
+//! N. A process shown again continues from where its series stopped. A series keeps the labels
+//! its process took its place with (names, workload), so that one process is one series at a
+//! time. Every counter is
 //! monotonic, each joule is counted by exactly one series, none is lost to a series that went
 //! before it was scraped, and there are never more than N + 1 series per zone.
 
@@ -307,7 +309,11 @@ impl Processes {
                 p.names = s.names.clone();
             }
             if let Some(w) = workload_of(k.cgroup_id) {
-                p.interval.cpu_ns.push((w, d));
+                p.interval.cpu_ns.push((w.clone(), d));
+                // Where it ran most this interval, else where it ran most in all.
+                if (d, s.cpu_ns) > p.home.as_ref().map_or((0, 0), |h| (h.1, h.2)) {
+                    p.home = Some((w, d, s.cpu_ns));
+                }
             }
         }
         self.last = last;
@@ -316,14 +322,15 @@ impl Processes {
 }
 
 impl Slot {
-    /// What the process is shown with, as of this interval.
+    /// Whether it still runs; its names and workload are those it took its place with (a
+    /// series' labels never change).
     fn renew(&mut self, p: &Pid) {
         self.running = p.running;
-        if p.names.is_some() {
+        if self.names.is_none() {
             self.names.clone_from(&p.names);
         }
-        if let Some(w) = p.home() {
-            self.workload = Some(w);
+        if self.workload.is_none() {
+            self.workload = p.home();
         }
     }
 
@@ -348,14 +355,15 @@ struct Pid {
     interval: ProcessInterval,
     names: Option<Arc<ProcessNames>>,
     running: bool,
+    /// The workload it is shown in, with its CPU time there in the interval and in all.
+    home: Option<(Workload, u64, u64)>,
 }
 
 impl Pid {
-    /// The workload it ran most in.
+    /// The workload it ran most in during the interval (ties: the one it ran most in in all,
+    /// so that an idle interval does not move it).
     fn home(&self) -> Option<Workload> {
-        (self.interval.cpu_ns.iter())
-            .max_by_key(|(_, ns)| *ns)
-            .map(|(w, _)| w.clone())
+        self.home.as_ref().map(|h| h.0.clone())
     }
 }
 

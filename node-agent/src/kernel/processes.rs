@@ -212,7 +212,7 @@ pub fn probe(
 ) -> Option<Arc<ProcessNames>> {
     let dir = procfs.join(tgid.to_string());
     let comm = match std::fs::read_to_string(dir.join("comm")) {
-        Ok(c) => c.trim_end_matches('\n').to_owned(),
+        Ok(c) => stable_comm(c.trim_end_matches('\n')).to_owned(),
         Err(e) if is_gone(&e) => return None,
         // Exists, but unreadable: alive, and named by what was known.
         Err(_) => return Some(last.cloned().unwrap_or_else(|| unnamed(""))),
@@ -227,6 +227,19 @@ pub fn probe(
         comm: comm.into(),
         exe: exe.into(),
     }))
+}
+
+/// A workqueue worker's `comm` without the workqueue it last ran (`kworker/u8:3-flush-254:0` →
+/// `kworker/u8:3`): procfs appends it, and it changes with every work item.
+fn stable_comm(comm: &str) -> &str {
+    const WORKER: &str = "kworker/";
+    match comm
+        .strip_prefix(WORKER)
+        .and_then(|rest| rest.find(['+', '-']))
+    {
+        Some(i) => &comm[..WORKER.len() + i],
+        None => comm,
+    }
 }
 
 fn is_gone(e: &io::Error) -> bool {
@@ -409,6 +422,15 @@ mod tests {
         assert_eq!((&*exec.comm, &*exec.exe), ("sleep", "/usr/bin/sleep"));
         assert_eq!(probe(&dir, 43, None), None, "no such process");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn workqueue_workers_keep_one_name() {
+        assert_eq!(stable_comm("kworker/u8:3-flush-254:0"), "kworker/u8:3");
+        assert_eq!(stable_comm("kworker/1:1H+kblockd"), "kworker/1:1H");
+        assert_eq!(stable_comm("kworker/0:2"), "kworker/0:2");
+        assert_eq!(stable_comm("my-worker"), "my-worker");
+        assert_eq!(stable_comm("kworker/"), "kworker/");
     }
 
     #[test]
