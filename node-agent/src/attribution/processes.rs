@@ -592,8 +592,11 @@ mod tests {
         assert!((snap.busy_ratio - 0.4).abs() < 1e-9, "{}", snap.busy_ratio);
     }
 
-    /// Random hosts: (workload cpu, zone joules) per workload, and processes (workload, cpu).
-    fn host() -> impl Strategy<Value = (Vec<(u64, Vec<f64>)>, Vec<Vec<(usize, u64)>>)> {
+    /// One interval of a random host: (CPU ns, joules per zone) per workload, and per process
+    /// its (workload index, CPU ns) keys.
+    type Host = (Vec<(u64, Vec<f64>)>, Vec<Vec<(usize, u64)>>);
+
+    fn host() -> impl Strategy<Value = Host> {
         let workloads = proptest::collection::vec(
             (0u64..1_000_000, proptest::collection::vec(0.0f64..1e4, 2)),
             1..4,
