@@ -327,6 +327,34 @@ mod tests {
     }
 
     #[test]
+    fn process_and_vm_rows_name_their_workloads() {
+        let s = fixture::snapshot();
+        let rows: Vec<_> = (s.processes.iter())
+            .map(|p| {
+                let ids = (&*p.container_id, &*p.vm_id, &*p.cgroup);
+                (p.pid.as_str(), &*p.comm, p.kind, ids)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("1234", "nginx", "container", (fixture::ID_WEB, "", "")),
+                ("777", "qemu-system-x86", "vm", ("", "web-vm", "")),
+                ("42", "sshd", "regular", ("", "", "/")),
+                ("4242", EXITED, "regular", ("", "", "/")),
+                ("", OTHER, "", ("", "", "")),
+            ]
+        );
+        assert!(!s.processes[3].running, "exited");
+        let vms: Vec<_> = s.vms.iter().map(|v| (&*v.name, v.hypervisor)).collect();
+        assert_eq!(vms, [("web-vm", "kvm")]);
+        assert!(
+            s.cgroups.iter().all(|c| !c.path.contains("qemu")),
+            "a VM is not a cgroup row"
+        );
+    }
+
+    #[test]
     fn without_metadata_names_stay_empty() {
         let s = fixture::snapshot();
         let s = Snapshot::new(
