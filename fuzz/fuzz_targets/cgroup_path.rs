@@ -1,7 +1,7 @@
-//! `AYA_BUILD_SKIP=1 cargo +nightly fuzz run cgroup_path` (from `fuzz/`): the cgroup path parser
-//! never panics, whatever the bytes. (The parser needs no eBPF object, hence AYA_BUILD_SKIP.)
-//! The seeds in `corpus/cgroup_path/` are real layouts: containers of every runtime and driver,
-//! and libvirt's and Proxmox's virtual machines.
+//! `AYA_BUILD_SKIP=1 cargo +nightly fuzz run cgroup_path -- -dict=dicts/cgroup_path.dict` (from
+//! `fuzz/`): the cgroup path parser never panics, whatever the bytes. (The parser needs no eBPF
+//! object, hence AYA_BUILD_SKIP.) The dictionary holds the pieces of real layouts: containers of
+//! every runtime and driver, pods, and libvirt's and Proxmox's virtual machines.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

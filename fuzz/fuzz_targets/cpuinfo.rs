@@ -1,5 +1,6 @@
-//! `AYA_BUILD_SKIP=1 cargo +nightly fuzz run cpuinfo` (from `fuzz/`): the /proc/cpuinfo parser
-//! never panics and gives one entry per distinct `processor`, whatever the bytes.
+//! `AYA_BUILD_SKIP=1 cargo +nightly fuzz run cpuinfo -- -dict=dicts/cpuinfo.dict` (from `fuzz/`):
+//! the /proc/cpuinfo parser never panics and gives one entry per distinct `processor`, whatever
+//! the bytes.
 #![no_main]
 
 use std::collections::HashSet;

@@ -1,5 +1,6 @@
 //! The loaded program and its maps: loading, attaching, and the map reads and deletes. What the
-//! reads mean over time is the [`CgroupLedger`]'s business.
+//! reads mean over time is the ledgers' business: [`CgroupLedger`] for cgroups, `ProcessLedger`
+//! (processes.rs) for processes.
 
 use std::{
     os::fd::{AsFd as _, OwnedFd},
