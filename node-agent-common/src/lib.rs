@@ -25,6 +25,12 @@ pub mod names {
     pub const INSTRUCTIONS: &str = "INSTRUCTIONS";
     /// Global set at load time: bit 0 = read CYCLES, bit 1 = read INSTRUCTIONS.
     pub const PMU_FLAGS: &str = "PMU_FLAGS";
+    /// Global set at load time: non-zero = count CPU time per process (`--metrics.processes`).
+    pub const TRACK_PROCESSES: &str = "TRACK_PROCESSES";
+    /// Per-CPU hash: [`ProcessKey`](crate::ProcessKey) → CPU nanoseconds (u64).
+    pub const PROCESSES: &str = "PROCESSES";
+    /// Per-CPU array of one [`ProcessCache`](crate::ProcessCache).
+    pub const PROCESS_CACHE: &str = "PROCESS_CACHE";
 }
 
 /// Bits of the `PMU_FLAGS` global.
@@ -33,6 +39,56 @@ pub const PMU_INSTRUCTIONS: u32 = 2;
 
 /// Default number of cgroups the per-CPU hash holds; memory is this × possible CPUs × 40 bytes.
 pub const DEFAULT_MAX_CGROUPS: u32 = 4096;
+
+/// Default capacity of the per-process map when processes are counted; memory is this × possible
+/// CPUs × 8 bytes, plus the kernel's ~80 bytes per entry.
+pub const DEFAULT_MAX_PROCESSES: u32 = 8192;
+
+/// Slots of each CPU's process cache (a power of two: the slot is the tgid's low bits).
+pub const PROCESS_SLOTS: usize = 128;
+
+/// A process (thread group) in one cgroup: the key of the per-process map. A process that moves
+/// to another cgroup continues under a new key, so its time in each cgroup stays apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessKey {
+    /// The thread group id (the process id, in the initial PID namespace).
+    pub tgid: u32,
+    /// Always 0: hash keys are compared byte for byte.
+    pub pad: u32,
+    pub cgroup_id: u64,
+}
+
+/// One slot of a CPU's process cache: CPU time charged to `key` on this CPU and not yet added to
+/// the per-process map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSlot {
+    pub key: ProcessKey,
+    pub cpu_ns: u64,
+}
+
+/// A CPU's cache in front of the per-process map: most switches charge a process that is already
+/// in its slot (threads of one process, a process and the idle task taking turns), an array
+/// access instead of a hash update. A slot is written to the map only when another process takes
+/// it over, so the agent adds the slots to what it reads from the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessCache {
+    /// Indexed by `tgid % PROCESS_SLOTS`.
+    pub slots: [ProcessSlot; PROCESS_SLOTS],
+    /// Time of evicted slots that did not fit in the full per-process map.
+    pub overflow_ns: u64,
+}
+
+impl Default for ProcessCache {
+    fn default() -> Self {
+        Self {
+            slots: [ProcessSlot::default(); PROCESS_SLOTS],
+            overflow_ns: 0,
+        }
+    }
+}
 
 /// What one cgroup did on one CPU, cumulative since the entry was created.
 #[repr(C)]
@@ -94,4 +150,10 @@ mod user {
     unsafe impl aya::Pod for super::CgroupCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::CpuCounters {}
+    // SAFETY: repr(C), Copy, a u32 pair then a u64 (no padding), so any bit pattern is valid.
+    unsafe impl aya::Pod for super::ProcessKey {}
+    // SAFETY: repr(C), Copy, a ProcessKey then a u64 (no padding).
+    unsafe impl aya::Pod for super::ProcessSlot {}
+    // SAFETY: repr(C), Copy, an array of ProcessSlot then a u64 (no padding).
+    unsafe impl aya::Pod for super::ProcessCache {}
 }

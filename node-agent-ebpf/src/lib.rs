@@ -23,7 +23,10 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap, PerfEventArray},
     programs::BtfTracePointContext,
 };
-use node_agent_common::{CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS};
+use node_agent_common::{
+    CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS, PROCESS_SLOTS, ProcessCache,
+    ProcessKey,
+};
 
 /// Per-CPU counters per cgroup id. Plain (not LRU) per-CPU hash: LRU costs about twice as much
 /// per event and evicts silently; the agent deletes dead cgroups itself. Sized at load time.
@@ -42,6 +45,22 @@ static INSTRUCTIONS: PerfEventArray<u32> = PerfEventArray::new(0);
 /// Which PMU counters the agent opened (bits PMU_CYCLES, PMU_INSTRUCTIONS); set at load time.
 #[unsafe(no_mangle)]
 static PMU_FLAGS: u32 = 0;
+
+/// CPU nanoseconds per process and cgroup, summed from the CPUs' caches as slots are taken over.
+/// Plain per-CPU hash like CGROUPS; the agent deletes exited processes. Sized at load time (one
+/// entry when processes are not counted).
+#[map]
+static PROCESSES: PerCpuHashMap<ProcessKey, u64> = PerCpuHashMap::with_max_entries(1, 0);
+
+/// Each CPU's cache in front of PROCESSES (see `ProcessCache`).
+#[map]
+static PROCESS_CACHE: PerCpuArray<ProcessCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Non-zero when the agent counts CPU time per process; set at load time. The kernel sees it as
+/// a constant (a frozen read-only map), so with 0 the verifier removes the process accounting
+/// from the program before it ever runs.
+#[unsafe(no_mangle)]
+static TRACK_PROCESSES: u32 = 0;
 
 /// `prev_state` value of a task that is still runnable (TASK_RUNNING).
 const TASK_RUNNING: u64 = 0;
@@ -74,7 +93,8 @@ pub fn account(ctx: &BtfTracePointContext) {
     // The idle task is pid 0 on every CPU; its time is idle, not any cgroup's. Remember its
     // address (fixed for the CPU's lifetime, so learned once) so that switching *to* it can be
     // recognised from the `next` argument.
-    let prev_is_idle = bpf_get_current_pid_tgid() as u32 == 0;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let prev_is_idle = pid_tgid as u32 == 0;
     if prev_is_idle && cpu.idle_task == 0 {
         // SAFETY: bpf_get_current_task has no preconditions; the address is never dereferenced.
         cpu.idle_task = unsafe { bpf_get_current_task() };
@@ -112,6 +132,10 @@ pub fn account(ctx: &BtfTracePointContext) {
     };
     // SAFETY: bpf_get_current_cgroup_id has no preconditions.
     let id = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: as for PMU_FLAGS.
+    if unsafe { core::ptr::read_volatile(&TRACK_PROCESSES) } != 0 {
+        charge_process((pid_tgid >> 32) as u32, id, delta);
+    }
     if let Some(entry) = CGROUPS.get_ptr_mut(id) {
         // SAFETY: this CPU's slot of a per-CPU value.
         unsafe { (*entry).add(&charge) };
@@ -125,6 +149,53 @@ pub fn account(ctx: &BtfTracePointContext) {
         // SAFETY: as above.
         Some(entry) => unsafe { (*entry).add(&charge) },
         None => cpu.overflow.add(&charge),
+    }
+}
+
+/// Charges `delta` ns to the process in this CPU's cache; a process that finds its slot held by
+/// another first writes the other's time to the map.
+#[inline(always)]
+fn charge_process(tgid: u32, cgroup_id: u64, delta: u64) {
+    let Some(cache) = PROCESS_CACHE.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU array slot, only touched by this program on this CPU with preemption off.
+    let cache = unsafe { &mut *cache };
+    let slot = &mut cache.slots[tgid as usize & (PROCESS_SLOTS - 1)];
+    if slot.key.tgid == tgid && slot.key.cgroup_id == cgroup_id {
+        slot.cpu_ns += delta;
+        return;
+    }
+    if slot.cpu_ns != 0 && !add_process(&slot.key, slot.cpu_ns) {
+        cache.overflow_ns += slot.cpu_ns;
+    }
+    slot.key = ProcessKey {
+        tgid,
+        pad: 0,
+        cgroup_id,
+    };
+    slot.cpu_ns = delta;
+}
+
+/// Adds `ns` to the process's entry (creating it); false if the map is full.
+#[inline(always)]
+fn add_process(key: &ProcessKey, ns: u64) -> bool {
+    if let Some(entry) = PROCESSES.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU value.
+        unsafe { *entry += ns };
+        return true;
+    }
+    if PROCESSES.insert(key, ns, BPF_NOEXIST as u64).is_ok() {
+        return true;
+    }
+    // Another CPU may have inserted it meanwhile; otherwise the map is full.
+    match PROCESSES.get_ptr_mut(key) {
+        Some(entry) => {
+            // SAFETY: as above.
+            unsafe { *entry += ns };
+            true
+        }
+        None => false,
     }
 }
 

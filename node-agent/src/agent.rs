@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use log::{info, warn};
 
 use crate::{
-    attribution::{Attributor, IdlePolicy, IntervalCarbon},
+    attribution::{AttributionOptions, Attributor, IdlePolicy, IntervalCarbon},
     carbon::{self, CarbonArgs, Intensity},
     cgroup::CgroupTree,
     config::{KubeMode, Options},
@@ -63,7 +63,10 @@ pub async fn run(opts: Options) -> Result<()> {
         let latest = latest.clone();
         let stop = stop.clone();
         let mut meter = meter;
-        let mut attributor = Attributor::new(opts.attribution.options(interval)?);
+        let mut attributor = Attributor::new(AttributionOptions {
+            processes: opts.kernel.processes,
+            ..opts.attribution.options(interval)?
+        });
         let policy = opts.attribution.idle_policy;
         thread::Builder::new()
             .name("measure".into())
@@ -102,6 +105,7 @@ fn load_kernel(opts: &Options) -> Result<(CgroupTree, KernelCounters)> {
     let tree = CgroupTree::new(&cgroup_root);
     let counters = KernelCounters::load(KernelOptions {
         gone_retention: opts.attribution.retention,
+        procfs: opts.power.procfs.clone(),
         ..opts.kernel.clone()
     })?;
     let (_, pmu_reason) = counters.pmu();

@@ -271,6 +271,11 @@ mod tests {
         assert_eq!(o.exporter.listen_address.to_string(), "0.0.0.0:9959");
         assert_eq!(o.kernel.pmu, PmuMode::Auto);
         assert_eq!(o.kernel.max_cgroups, node_agent_common::DEFAULT_MAX_CGROUPS);
+        assert_eq!(o.kernel.processes, 20);
+        assert_eq!(
+            o.kernel.max_processes,
+            node_agent_common::DEFAULT_MAX_PROCESSES
+        );
         assert_eq!(o.power.preference, SourceKind::all());
         assert_eq!(o.power.ceiling_watts, 1000.0);
         assert_eq!(o.attribution.idle_policy, IdlePolicy::Node);
@@ -335,6 +340,10 @@ mod tests {
             "hwmon,model",
             "--bpf.max-cgroups",
             "64",
+            "--metrics.processes",
+            "0",
+            "--bpf.max-processes",
+            "100",
             "--attribution.idle-window",
             "1m",
             "--interval",
@@ -359,6 +368,7 @@ mod tests {
         );
         assert_eq!(o.power.preference, [SourceKind::Hwmon, SourceKind::Model]);
         assert_eq!(o.kernel.max_cgroups, 64);
+        assert_eq!((o.kernel.processes, o.kernel.max_processes), (0, 100));
         let a = o.attribution.options(o.agent.interval).unwrap();
         assert_eq!(a.idle_window, 60);
         assert_eq!(o.exporter.listen_address.to_string(), "127.0.0.1:1");
@@ -450,6 +460,8 @@ mod tests {
     fn other_values_are_checked_when_parsed() {
         rejected(&["--interval", "50ms"], &["--interval", "minimum"]);
         rejected(&["--bpf.max-cgroups", "0"], &["--bpf.max-cgroups"]);
+        rejected(&["--bpf.max-processes", "0"], &["--bpf.max-processes"]);
+        rejected(&["--metrics.processes", "lots"], &["--metrics.processes"]);
         rejected(
             &["--attribution.max-workloads", "0"],
             &["--attribution.max-workloads"],

@@ -23,12 +23,15 @@ use std::{
 use node_agent_common::CgroupCounters;
 
 use crate::{
-    attribution::{AttributionSnapshot, Emissions, IdlePolicy, PodTotals, WorkloadTotals},
+    attribution::{
+        AttributionSnapshot, EXITED, Emissions, IdlePolicy, OTHER, PodTotals, ProcessTotals,
+        WorkloadTotals,
+    },
     carbon::{ErrorCount, Reading},
     kernel::CountersSnapshot,
     kubernetes::{MetaIndex, MetaView, PodMeta},
     power::PowerSnapshot,
-    workload::{Container, Workload},
+    workload::{Container, Vm, Workload},
 };
 
 pub use history::{History, HistoryPoint, TopWorkload, WorkloadKind, ZonePower};
@@ -62,6 +65,9 @@ pub struct Snapshot {
     pub since_previous: Option<SincePrevious>,
     /// The intensity in force and the node's emissions, when the agent computes them.
     pub carbon: Option<CarbonRow>,
+    pub vms: Vec<VmRow>,
+    /// With `--metrics.processes`: the shown processes, then `(other)`.
+    pub processes: Vec<ProcessRow>,
 }
 
 /// Carbon in one place: the grid intensity in force during the interval, the settings, the
@@ -133,6 +139,35 @@ pub struct CgroupRow {
     pub usage: Usage,
 }
 
+/// A virtual machine, named by its cgroup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmRow {
+    pub id: Arc<str>,
+    pub name: Arc<str>,
+    pub hypervisor: &'static str,
+    pub usage: Usage,
+}
+
+/// A process series: one process while it is among the top N, or `(other)` (`pid` empty).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessRow {
+    pub pid: String,
+    /// `(other)`, or `(exited)` for a process that exited before its names were read.
+    pub comm: Arc<str>,
+    pub exe: Arc<str>,
+    /// Kepler's `type`: `container`, `vm` or `regular` (empty for `(other)`).
+    pub kind: &'static str,
+    /// The workload it ran in: a container's id, a VM's id, or a cgroup's name; the others empty.
+    pub container_id: Arc<str>,
+    pub vm_id: Arc<str>,
+    pub cgroup: Arc<str>,
+    pub running: bool,
+    /// CPU time and energy per zone while shown, and the last interval's power.
+    pub cpu_ns: u64,
+    pub joules: Vec<f64>,
+    pub watts: Vec<Option<f64>>,
+}
+
 impl Snapshot {
     pub fn new(
         counters: CountersSnapshot,
@@ -145,13 +180,14 @@ impl Snapshot {
     ) -> Self {
         let empty = MetaIndex::default();
         let index = metadata.as_ref().map_or(&empty, |m| &*m.index);
-        let (containers, cgroups) = workload_rows(&attribution.workloads, index);
+        let (containers, cgroups, vms) = workload_rows(&attribution.workloads, index);
         let pods = attribution
             .pods
             .iter()
             .map(|p| pod_row(p, &containers, index))
             .collect();
         let carbon = carbon_row(&attribution);
+        let processes = attribution.processes.iter().map(process_row).collect();
         Self {
             counters,
             power,
@@ -166,6 +202,8 @@ impl Snapshot {
             carbon,
             taken_at: SystemTime::now(),
             since_previous: None,
+            vms,
+            processes,
         }
     }
 
@@ -240,13 +278,14 @@ impl ContainerRow {
     }
 }
 
-/// Containers and cgroups, in the attribution's order.
+/// Containers, cgroups and VMs, in the attribution's order.
 fn workload_rows(
     workloads: &[WorkloadTotals],
     meta: &MetaIndex,
-) -> (Vec<ContainerRow>, Vec<CgroupRow>) {
+) -> (Vec<ContainerRow>, Vec<CgroupRow>, Vec<VmRow>) {
     let mut containers = Vec::new();
     let mut cgroups = Vec::new();
+    let mut vms = Vec::new();
     for w in workloads {
         let usage = Usage {
             running: w.running,
@@ -262,9 +301,48 @@ fn workload_rows(
                 path: path.clone(),
                 usage,
             }),
+            Workload::Vm(vm) => vms.push(vm_row(vm, usage)),
         }
     }
-    (containers, cgroups)
+    (containers, cgroups, vms)
+}
+
+fn vm_row(vm: &Vm, usage: Usage) -> VmRow {
+    VmRow {
+        id: vm.id.clone(),
+        name: vm.name.clone(),
+        hypervisor: vm.hypervisor,
+        usage,
+    }
+}
+
+fn process_row(p: &ProcessTotals) -> ProcessRow {
+    let empty: Arc<str> = Arc::from("");
+    let (kind, container_id, vm_id, cgroup) = match &p.workload {
+        Some(Workload::Container(c)) => ("container", c.id.clone(), empty.clone(), empty),
+        Some(Workload::Vm(v)) => ("vm", empty.clone(), v.id.clone(), empty),
+        Some(Workload::Cgroup(path)) => ("regular", empty.clone(), empty, path.clone()),
+        None if p.pid.is_some() => ("regular", empty.clone(), empty.clone(), empty),
+        None => ("", empty.clone(), empty.clone(), empty),
+    };
+    let (comm, exe) = match (&p.names, p.pid) {
+        (Some(n), _) => (n.comm.clone(), n.exe.clone()),
+        (None, Some(_)) => (Arc::from(EXITED), Arc::from("")),
+        (None, None) => (Arc::from(OTHER), Arc::from("")),
+    };
+    ProcessRow {
+        pid: p.pid.map(|p| p.to_string()).unwrap_or_default(),
+        comm,
+        exe,
+        kind,
+        container_id,
+        vm_id,
+        cgroup,
+        running: p.running,
+        cpu_ns: p.cpu_ns,
+        joules: p.joules.clone(),
+        watts: p.watts.clone(),
+    }
 }
 
 fn container_row(c: &Container, usage: Usage, meta: &MetaIndex) -> ContainerRow {
@@ -406,6 +484,34 @@ mod tests {
         let paths: Vec<_> = s.cgroups.iter().map(|c| &*c.path).collect();
         assert_eq!(paths, fixture::CGROUPS);
         assert!(s.estimated());
+    }
+
+    #[test]
+    fn process_and_vm_rows_name_their_workloads() {
+        let s = fixture::snapshot();
+        let rows: Vec<_> = (s.processes.iter())
+            .map(|p| {
+                let ids = (&*p.container_id, &*p.vm_id, &*p.cgroup);
+                (p.pid.as_str(), &*p.comm, p.kind, ids)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("1234", "nginx", "container", (fixture::ID_WEB, "", "")),
+                ("777", "qemu-system-x86", "vm", ("", "web-vm", "")),
+                ("42", "sshd", "regular", ("", "", "/")),
+                ("4242", EXITED, "regular", ("", "", "/")),
+                ("", OTHER, "", ("", "", "")),
+            ]
+        );
+        assert!(!s.processes[3].running, "exited");
+        let vms: Vec<_> = s.vms.iter().map(|v| (&*v.name, v.hypervisor)).collect();
+        assert_eq!(vms, [("web-vm", "kvm")]);
+        assert!(
+            s.cgroups.iter().all(|c| !c.path.contains("qemu")),
+            "a VM is not a cgroup row"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Workloads: what a cgroup is. A container (runtime, container id, and the pod it belongs to),
-//! or a non-container cgroup, named by its path cut to a configurable depth
-//! (`/system.slice/sshd.service`).
+//! a virtual machine (a QEMU/KVM guest of libvirt or Proxmox), or a non-container cgroup, named
+//! by its path cut to a configurable depth (`/system.slice/sshd.service`).
 
 use std::sync::Arc;
 
@@ -23,12 +23,26 @@ pub struct Container {
     pub qos: Option<Qos>,
 }
 
+/// A virtual machine: a hypervisor's guest, known from the cgroup it runs in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vm {
+    /// `kvm`, as Kepler names QEMU/KVM guests (libvirt's and Proxmox's both are).
+    pub hypervisor: &'static str,
+    /// libvirt: the domain's name (its numeric id changes each time it starts); Proxmox: the
+    /// VM id.
+    pub id: Arc<str>,
+    /// libvirt: the domain's name; Proxmox: the VM id, the only name its cgroup gives.
+    pub name: Arc<str>,
+}
+
 /// The unit energy and CPU time are reported by.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Workload {
     Container(Container),
     /// A non-container cgroup, by its path cut to the configured depth.
     Cgroup(Arc<str>),
+    /// A virtual machine (KubeVirt's are pods: they run in a virt-launcher pod's container).
+    Vm(Vm),
 }
 
 fn is_container_id(s: &str) -> bool {
@@ -79,6 +93,67 @@ fn qos(component: &str) -> Option<Qos> {
     }
 }
 
+/// systemd's unit-name escaping undone: `\x2d` → `-`, any `\xNN` → that byte.
+fn unescape_unit(name: &str) -> String {
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 2..i + 4)
+            .filter(|_| bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x'))
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A QEMU guest's cgroup: libvirt's `machine-qemu\x2d<id>\x2d<name>.scope` (systemd; older
+/// libvirt without the id), `qemu-<id>-<name>.libvirt-qemu` (cgroupfs; older: `<name>.libvirt-qemu`),
+/// or Proxmox's `<vmid>.scope` under `qemu.slice`.
+fn vm_scope(component: &str, parent: &str) -> Option<Vm> {
+    let kvm = |id: &str, name: &str| {
+        Some(Vm {
+            hypervisor: "kvm",
+            id: id.into(),
+            name: name.into(),
+        })
+    };
+    if parent == "qemu.slice" {
+        let vmid = component.strip_suffix(".scope")?;
+        let numeric = !vmid.is_empty() && vmid.bytes().all(|b| b.is_ascii_digit());
+        return if numeric { kvm(vmid, vmid) } else { None };
+    }
+    let unit = unescape_unit(component);
+    let rest = match unit.strip_suffix(".scope") {
+        Some(scope) => scope.strip_prefix("machine-qemu-")?,
+        None => {
+            let stem = unit.strip_suffix(".libvirt-qemu")?;
+            stem.strip_prefix("qemu-").unwrap_or(stem)
+        }
+    };
+    let name = match rest.split_once('-') {
+        Some((id, name)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => rest,
+    };
+    if name.is_empty() {
+        None
+    } else {
+        kvm(name, name)
+    }
+}
+
 /// The root of the pods' hierarchy: `kubepods.slice`, kind's `kubelet-kubepods.slice`,
 /// cgroupfs's `kubepods`.
 fn is_kubepods(component: &str) -> bool {
@@ -108,6 +183,11 @@ pub fn classify(path: &str, depth: usize) -> Workload {
             (is_container_id(component) && (pod.is_some() || parent == "docker"))
                 .then(|| (if parent == "docker" { "docker" } else { "cri" }, component))
         });
+        if found.is_none()
+            && let Some(vm) = vm_scope(component, parent)
+        {
+            return Workload::Vm(vm);
+        }
         if let Some((runtime, id)) = found {
             let pod_uid = pod.take().map(Arc::from);
             let qos = pod_uid
@@ -296,6 +376,90 @@ mod tests {
         assert_eq!(c.pod_uid.as_deref(), Some(UID));
     }
 
+    fn vm(path: &str) -> (String, String) {
+        match classify(path, 2) {
+            Workload::Vm(v) => {
+                assert_eq!(v.hypervisor, "kvm", "{path}");
+                (v.id.to_string(), v.name.to_string())
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    /// Virtual machines as libvirt (systemd and cgroupfs, old and new names) and Proxmox lay
+    /// them out: (path, vm_id, vm_name).
+    #[test]
+    fn table_of_vm_layouts() {
+        let cases = [
+            (
+                r"/machine.slice/machine-qemu\x2d1\x2dtestvm.scope",
+                "testvm",
+            ),
+            // Below the scope: libvirt's own sub-cgroups.
+            (
+                r"/machine.slice/machine-qemu\x2d12\x2dweb\x2d01.scope/libvirt/vcpu0",
+                "web-01",
+            ),
+            (
+                r"/machine.slice/machine-qemu\x2d3\x2dweb.scope/emulator",
+                "web",
+            ),
+            // Older libvirt: no domain id in the name.
+            (r"/machine.slice/machine-qemu\x2ddb.scope", "db"),
+            // A custom partition.
+            (
+                r"/machine.slice/machine-tenant.slice/machine-qemu\x2d7\x2dvm\x2eone.scope",
+                "vm.one",
+            ),
+            // cgroupfs driver.
+            ("/machine/qemu-2-guest.libvirt-qemu", "guest"),
+            ("/machine/guest2.libvirt-qemu/vcpu1", "guest2"),
+        ];
+        for (path, name) in cases {
+            assert_eq!(vm(path), (name.to_owned(), name.to_owned()), "{path}");
+        }
+        assert_eq!(vm("/qemu.slice/100.scope"), ("100".into(), "100".into()));
+        assert_eq!(
+            vm("/qemu.slice/101.scope/vcpu0"),
+            ("101".into(), "101".into())
+        );
+    }
+
+    #[test]
+    fn not_vms() {
+        for path in [
+            // Not QEMU guests: systemd-nspawn and LXC machines, Proxmox's LXC containers.
+            r"/machine.slice/machine-lxc\x2d1234\x2dbox.scope",
+            r"/machine.slice/systemd-nspawn@box.service",
+            "/lxc/105",
+            "/qemu.slice/abc.scope",
+            "/qemu.slice",
+            r"/machine.slice/machine-qemu\x2d1\x2d.scope",
+            "/system.slice/100.scope",
+        ] {
+            assert!(matches!(classify(path, 2), Workload::Cgroup(_)), "{path}");
+        }
+        // Podman's containers share machine.slice: still containers.
+        assert!(matches!(
+            classify(&format!("/machine.slice/libpod-{ID}.scope"), 2),
+            Workload::Container(_)
+        ));
+        // KubeVirt: the guest runs in its virt-launcher pod's container, a pod like any other.
+        let u = UID.replace('-', "_");
+        let c = container(&format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{ID}.scope"
+        ));
+        assert_eq!(c.pod_uid.as_deref(), Some(UID));
+    }
+
+    #[test]
+    fn unescapes_systemd_names() {
+        assert_eq!(unescape_unit(r"a\x2db\x5cc"), r"a-b\c");
+        assert_eq!(unescape_unit(r"\x"), r"\x");
+        assert_eq!(unescape_unit(r"\xz1\x2"), r"\xz1\x2");
+        assert_eq!(unescape_unit(r"\xff"), "\u{fffd}");
+    }
+
     proptest::proptest! {
         /// No input makes the parser panic, and a cgroup is always named by a path that starts
         /// with `/`.
@@ -304,6 +468,7 @@ mod tests {
             match classify(&path, depth) {
                 Workload::Cgroup(p) => proptest::prop_assert!(p.starts_with('/')),
                 Workload::Container(c) => proptest::prop_assert_eq!(c.id.len(), 64),
+                Workload::Vm(v) => proptest::prop_assert!(!v.id.is_empty() && !v.name.is_empty()),
             }
         }
 
@@ -319,6 +484,11 @@ mod tests {
                     "(cri-containerd-|crio-|crio-conmon-|docker-|libpod-)[0-9a-f]{0,70}(\\.scope)?",
                     "[0-9a-f]{60,68}",
                     "[a-z.@-]{0,12}",
+                    proptest::strategy::Just("machine.slice".to_owned()),
+                    proptest::strategy::Just("qemu.slice".to_owned()),
+                    "machine-qemu(\\\\x2d[0-9a-z]{0,4}){0,3}(\\\\x[0-9a-fz]{0,2})?(\\.scope)?",
+                    "(qemu-)?[0-9]{0,3}-?[a-z]{0,4}\\.libvirt-qemu",
+                    "[0-9]{0,4}\\.scope",
                 ],
                 0..8,
             ),

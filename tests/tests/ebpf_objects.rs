@@ -65,7 +65,9 @@ fn agent_object_holds_the_accounting_program_only() {
             names::CGROUPS,
             names::CPUS,
             names::CYCLES,
-            names::INSTRUCTIONS
+            names::INSTRUCTIONS,
+            names::PROCESSES,
+            names::PROCESS_CACHE
         ])
     );
 }

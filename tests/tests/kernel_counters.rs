@@ -12,7 +12,7 @@ fn workload() -> std::process::Command {
 }
 use node_agent::{
     cgroup::CgroupTree,
-    kernel::{KernelCounters, KernelOptions, PmuCounters, PmuMode},
+    kernel::{CountersSnapshot, KernelCounters, KernelOptions, PmuCounters, PmuMode},
 };
 
 fn load(options: KernelOptions) -> Result<(KernelCounters, CgroupTree)> {
@@ -303,6 +303,133 @@ fn busy_and_idle_cover_wall_time() -> Result<()> {
     assert!(
         covered <= wall * 1.01 && covered >= wall * 0.97,
         "{covered} vs {wall}"
+    );
+    Ok(())
+}
+
+/// The processes of one cgroup in a snapshot: (tgid, CPU ns, comm, exe, gone).
+fn processes_in(s: &CountersSnapshot, cgroup: u64) -> Vec<(u32, u64, String, String, bool)> {
+    (s.processes.samples.iter())
+        .filter(|(k, _)| k.cgroup_id == cgroup)
+        .map(|(k, p)| {
+            let (comm, exe) = p
+                .names
+                .as_ref()
+                .map_or((String::new(), String::new()), |n| {
+                    (n.comm.to_string(), n.exe.to_string())
+                });
+            (k.tgid, p.cpu_ns, comm, exe, p.gone)
+        })
+        .collect()
+}
+
+/// Two busy processes in one cgroup: each is counted on its own and named from procfs, their
+/// time adds up to the cgroup's, and once they exit their entries are read a last time and
+/// deleted, their totals kept.
+#[test]
+fn processes_add_up_to_their_cgroup_and_leave_when_they_exit() -> Result<()> {
+    let (mut counters, mut tree) = load(cpu_only())?;
+    let cg = TestCgroup::new("procs")?;
+    let children = vec![
+        cg.spawn(workload().args(["spin", "1.5"]))?,
+        cg.spawn(workload().args(["spin", "1.5"]))?,
+    ];
+    let pids: Vec<u32> = children.iter().map(|c| c.id()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let running = counters.read(&mut tree)?;
+    wait_all(children)?;
+    let after = counters.read(&mut tree)?;
+    let last = counters.read(&mut tree)?;
+    let procs = processes_in(&last, cg.id);
+    let ours: u64 = procs.iter().map(|p| p.1).sum();
+    let cgroup = cpu_ns(&last, cg.id);
+    println!(
+        "processes — {} in the cgroup: {:.4}s together, cgroup {:.4}s, cpu.stat {:.4}s; {} \
+         deletions, {} live entries in all",
+        procs.len(),
+        ours as f64 / 1e9,
+        cgroup as f64 / 1e9,
+        cg.usage_ns()? as f64 / 1e9,
+        last.processes.map_deletions - running.processes.map_deletions,
+        last.processes.map_entries
+    );
+    for pid in &pids {
+        let named = processes_in(&running, cg.id)
+            .into_iter()
+            .find(|p| p.0 == *pid)
+            .unwrap_or_else(|| panic!("process {pid} not counted: {procs:?}"));
+        assert_eq!(named.2, "wattlet-workloa", "comm, truncated by the kernel");
+        assert!(named.3.ends_with("/wattlet-workload"), "{named:?}");
+        let done = procs.iter().find(|p| p.0 == *pid).unwrap();
+        assert!(done.4, "exited: {done:?}");
+        assert!(done.1 as f64 > 0.3 * cgroup as f64, "{done:?}");
+    }
+    assert!(
+        rel_diff(ours as f64, cgroup as f64) < 0.01,
+        "processes {ours} vs cgroup {cgroup}"
+    );
+    // They ran in the interval before `after`: alive then, exited at the next read.
+    assert!(processes_in(&after, cg.id).iter().all(|p| p.1 > 0));
+    let left: Vec<_> = (counters.process_keys().into_iter())
+        .filter(|k| pids.contains(&k.tgid))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "entries left for exited processes: {left:?}"
+    );
+    Ok(())
+}
+
+/// 3,000 processes that each live a few milliseconds: their time adds up to ≥ 99% of the
+/// cgroup's cpu.stat, though most exit before the agent reads.
+#[test]
+fn fork_storm_processes_are_counted() -> Result<()> {
+    let (mut counters, mut tree) = load(cpu_only())?;
+    let storm = TestCgroup::new("pstorm")?;
+    let out = storm
+        .spawn(
+            workload()
+                .args(["storm", "3000", "2000", "2"])
+                .stdout(std::process::Stdio::piped()),
+        )?
+        .wait_with_output()?;
+    assert!(out.status.success());
+    let s = counters.read(&mut tree)?;
+    let procs = processes_in(&s, storm.id);
+    let ours: u64 = procs.iter().map(|p| p.1).sum();
+    let kern = storm.usage_ns()? as f64;
+    println!(
+        "process storm — {} processes counted: {:.4}s, cpu.stat {:.4}s ({:.2}%); overflow \
+         {:.4}s",
+        procs.len(),
+        ours as f64 / 1e9,
+        kern / 1e9,
+        ours as f64 / kern * 100.0,
+        s.processes.overflow_ns as f64 / 1e9
+    );
+    assert!(procs.len() >= 3000, "{} processes", procs.len());
+    assert!(ours as f64 >= 0.99 * kern && ours as f64 <= 1.02 * kern);
+    Ok(())
+}
+
+/// With --metrics.processes 0 the process accounting is not in the program the kernel runs (the
+/// verifier drops it: the switch is a constant), and nothing is counted per process.
+#[test]
+fn processes_off_is_not_in_the_running_program() -> Result<()> {
+    let (on, _) = load(cpu_only())?;
+    let on_size = on.loaded_instructions()?;
+    drop(on);
+    let (mut off, mut tree) = load(KernelOptions {
+        processes: 0,
+        ..cpu_only()
+    })?;
+    let off_size = off.loaded_instructions()?;
+    let s = off.read(&mut tree)?;
+    println!("processes off — program as loaded: {off_size} instructions, {on_size} with them on");
+    assert!(s.processes.samples.is_empty() && s.processes.map_capacity == 0);
+    assert!(
+        off_size + 40 < on_size,
+        "off {off_size} vs on {on_size} instructions"
     );
     Ok(())
 }

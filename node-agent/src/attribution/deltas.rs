@@ -167,6 +167,11 @@ impl Deltas {
         Some((dt, zones))
     }
 
+    /// The workload of a cgroup id of the last interval.
+    pub fn workload_of(&self, id: u64) -> Option<&Workload> {
+        self.ids.get(&id).map(|k| &k.workload)
+    }
+
     /// The agent's CPU time at the last interval, in seconds.
     pub fn agent_cpu_seconds(&self) -> f64 {
         self.last_agent_ns.unwrap_or(0) as f64 / 1e9

@@ -5,7 +5,7 @@
 //! expires and its energy moves to the expired total.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -212,10 +212,25 @@ impl Ledger {
             .keys()
             .filter_map(|w| match w {
                 Workload::Container(c) => c.pod_uid.as_ref(),
-                Workload::Cgroup(_) => None,
+                Workload::Cgroup(_) | Workload::Vm(_) => None,
             })
             .collect();
         self.pods.retain(|uid, _| live_pods.contains(uid));
+    }
+
+    /// Each workload's energy of the interval, per zone in the order of `zones`.
+    pub fn interval_joules(&self, zones: &[String]) -> HashMap<Workload, Vec<f64>> {
+        let idx: Vec<Option<usize>> = (zones.iter())
+            .map(|z| self.zone_names.iter().position(|n| n == z))
+            .collect();
+        (self.workloads.iter())
+            .map(|(w, e)| {
+                (
+                    w.clone(),
+                    idx.iter().map(|i| get(&e.interval, *i)).collect(),
+                )
+            })
+            .collect()
     }
 
     /// The totals, per zone in the order of `zones`.
@@ -260,6 +275,8 @@ impl Ledger {
             expired_joules: per_zone(&self.expired_joules),
             carbon: carbon.map(|c| self.carbon.snapshot(c, &idx)),
             zones,
+            processes: Vec::new(),
+            busy_ratio: 0.0,
         }
     }
 

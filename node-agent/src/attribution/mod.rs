@@ -5,14 +5,16 @@
 //! `ledger.rs` keeps the totals per workload, pod and node and expires stopped workloads.
 //! `emissions.rs` turns each zone's split into grams at the intensity in force during the
 //! interval, and shares the server's embodied footprint by CPU time; the ledger keeps the
-//! grams beside the joules. [`Attributor`] runs it and hands an immutable
-//! [`AttributionSnapshot`] to the exporter.
+//! grams beside the joules. With `--metrics.processes`, [`processes`] then shares each
+//! workload's energy among its processes and keeps the bounded process series. [`Attributor`]
+//! runs it and hands an immutable [`AttributionSnapshot`] to the exporter.
 
 mod deltas;
 mod emissions;
 mod idle;
 mod ledger;
 mod options;
+pub mod processes;
 mod snapshot;
 pub mod split;
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 pub use idle::IdleMethod;
 pub use options::{AttributionArgs, IDLE_WINDOW_INTERVALS, IdleWindowOutOfRange};
+pub use processes::{EXITED, OTHER, ProcessTotals};
 pub use snapshot::{
     AttributedCarbon, AttributionSnapshot, Emissions, IntervalCarbon, NodeGrams, NodeZone,
     PodTotals, SourceGrams, WorkloadTotals,
@@ -30,6 +33,7 @@ use crate::{kernel::CountersSnapshot, power::PowerSnapshot};
 use deltas::{Deltas, Interval, Shares};
 use idle::IdleEstimates;
 use ledger::Ledger;
+use processes::{Inputs, Processes};
 
 /// What active energy is shared by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +61,8 @@ pub struct AttributionOptions {
     pub idle_window: usize,
     /// At most this many workloads are tracked; beyond it, the longest-stopped expire first.
     pub max_workloads: usize,
+    /// Processes shown as their own series (`--metrics.processes`); 0 = none, no `(other)`.
+    pub processes: usize,
 }
 
 impl Default for AttributionOptions {
@@ -69,6 +75,7 @@ impl Default for AttributionOptions {
             configured_idle: Vec::new(),
             idle_window: 120,
             max_workloads: 20_000,
+            processes: 0,
         }
     }
 }
@@ -85,6 +92,7 @@ pub struct Attributor {
     deltas: Deltas,
     idle: IdleEstimates,
     ledger: Ledger,
+    processes: Processes,
 }
 
 impl Attributor {
@@ -93,6 +101,7 @@ impl Attributor {
             deltas: Deltas::default(),
             idle: IdleEstimates::new(opts.configured_idle.clone(), opts.idle_window),
             ledger: Ledger::default(),
+            processes: Processes::new(opts.processes, processes::LINGER),
             opts,
         }
     }
@@ -113,27 +122,66 @@ impl Attributor {
             .interval(counters, self.opts.cgroup_depth, agent_cpu_ns);
         let shares = interval.shares(self.opts.share_by, counters.pmu);
         self.ledger.count(counters.at, &interval.workloads);
-        if let Some(p) = power {
-            self.charge_energy(p, &interval, &shares, source_idle, carbon);
-        }
+        let dt = power.and_then(|p| self.charge_energy(p, &interval, &shares, source_idle, carbon));
         if let Some(g_per_s) = carbon.and_then(|c| c.embodied_grams_per_second) {
             let g = emissions::embodied(&interval, g_per_s);
             self.ledger.charge_embodied(&g, &shares.keys);
         }
+        let zones: Vec<String> = power
+            .map(|p| p.zones.iter().map(|z| z.zone.clone()).collect())
+            .unwrap_or_default();
+        let processes = self.process_series(counters, &interval, &zones, dt);
         self.ledger.roll_up_pods();
         let o = &self.opts;
         self.ledger
             .expire(counters.at, o.retention, o.max_workloads);
-        let zones = power
-            .map(|p| p.zones.iter().map(|z| z.zone.clone()).collect())
-            .unwrap_or_default();
         let agent_s = self.deltas.agent_cpu_seconds();
-        self.ledger
-            .snapshot(zones, &self.idle, shares.by_cycles, agent_s, carbon)
+        let mut snapshot = self
+            .ledger
+            .snapshot(zones, &self.idle, shares.by_cycles, agent_s, carbon);
+        snapshot.processes = processes;
+        snapshot.busy_ratio = interval.busy_ratio;
+        snapshot
+    }
+
+    /// The process series, when processes are counted.
+    fn process_series(
+        &mut self,
+        counters: &CountersSnapshot,
+        interval: &Interval,
+        zones: &[String],
+        dt: Option<f64>,
+    ) -> Vec<ProcessTotals> {
+        if self.opts.processes == 0 || counters.processes.map_capacity == 0 {
+            return Vec::new();
+        }
+        let joules = self.ledger.interval_joules(zones);
+        let workloads = (interval.workloads.iter())
+            .map(|(w, (c, _))| {
+                let joules = joules
+                    .get(w)
+                    .cloned()
+                    .unwrap_or_else(|| vec![0.0; zones.len()]);
+                let cpu_ns = c.cpu_ns;
+                (w.clone(), processes::WorkloadInterval { cpu_ns, joules })
+            })
+            .collect();
+        let deltas = &self.deltas;
+        self.processes.update(
+            &counters.processes.samples,
+            |id| deltas.workload_of(id).cloned(),
+            Inputs {
+                workloads: &workloads,
+                zones: zones.len(),
+                dt,
+                at: counters.at,
+            },
+        )
     }
 
     /// Each zone's energy since the last reading: idle by the zone's estimate, the rest active,
-    /// both split among the workloads; and in grams at the intensity in force.
+    /// both split among the workloads; and in grams at the intensity in force. Returns the
+    /// seconds since that reading (none at the first).
     fn charge_energy(
         &mut self,
         power: &PowerSnapshot,
@@ -141,10 +189,8 @@ impl Attributor {
         shares: &Shares,
         source_idle: &[(String, f64)],
         carbon: Option<&IntervalCarbon>,
-    ) {
-        let Some((dt, zones)) = self.deltas.energy(power) else {
-            return;
-        };
+    ) -> Option<f64> {
+        let (dt, zones) = self.deltas.energy(power)?;
         for z in zones {
             let estimate = self
                 .idle
@@ -159,6 +205,7 @@ impl Attributor {
                 self.ledger.charge_grams(z.zone, &g, &shares.keys);
             }
         }
+        Some(dt)
     }
 }
 

@@ -101,6 +101,8 @@ impl AttributionArgs {
             configured_idle: self.idle_watts.clone(),
             idle_window: self.idle_window_intervals(interval)?,
             max_workloads: self.max_workloads,
+            // `--metrics.processes` is the kernel counters' flag: the agent sets it.
+            processes: 0,
         })
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use node_agent_common::CgroupCounters;
 
-use super::IdleMethod;
+use super::{IdleMethod, ProcessTotals};
 use crate::{
     carbon::{Reading, SourceKind},
     workload::Workload,
@@ -60,6 +60,10 @@ pub struct AttributionSnapshot {
     pub expired_joules: Vec<f64>,
     /// Emissions, when the agent was given the intensity in force.
     pub carbon: Option<AttributedCarbon>,
+    /// With `--metrics.processes`: the shown processes, then `(other)`.
+    pub processes: Vec<ProcessTotals>,
+    /// The node's busy CPU time over busy + idle, in the last interval.
+    pub busy_ratio: f64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -41,6 +41,8 @@ fn counters(at_s: u64, cgroups: &[(u64, &str, u64, bool)], busy_ns: u64) -> Coun
         map_capacity: 16,
         pmu: PmuCounters::None,
         map_deletions: 0,
+        processes: Default::default(),
+        cpu_info: Arc::new([]),
     }
 }
 
@@ -55,6 +57,7 @@ fn power(at_s: u64, joules: f64) -> PowerSnapshot {
             zone: "package".into(),
             joules,
             watts: None,
+            path: None,
         }],
         dropped: BTreeMap::new(),
         errors: 0,
@@ -67,6 +70,7 @@ fn joules_of(s: &AttributionSnapshot, name: &str) -> f64 {
         .find(|w| match &w.workload {
             Workload::Cgroup(p) => &**p == name,
             Workload::Container(c) => &*c.id == name,
+            Workload::Vm(v) => &*v.name == name,
         })
         .map_or(0.0, |w| w.joules[0])
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::families::{NS_PER_S, counter_family, flag, gauge, info};
+use super::families::{NS_PER_S, counter_family, flag, gauge, gauge_family, info};
 use crate::{
     attribution::IdlePolicy,
     kernel::{CountersSnapshot, PmuCounters},
@@ -93,29 +93,36 @@ pub(super) fn idle_policy_name(p: IdlePolicy) -> &'static str {
 }
 
 fn kernel_map(enc: &mut DescriptorEncoder, c: &CountersSnapshot) -> fmt::Result {
+    // The process map exists with --metrics.processes above 0.
+    let p = &c.processes;
+    let processes = (p.map_capacity > 0).then_some(p);
     counter_family(
         enc,
         "wattlet_bpf_overflow_cpu_seconds",
-        "CPU time that could not be charged to a cgroup because the in-kernel cgroup map was full (raise --bpf.max-cgroups).",
-        [([("map", "cgroups")], c.overflow.cpu_ns as f64 / NS_PER_S)],
+        "CPU time that could not be charged to a cgroup (a process) because the in-kernel cgroup (process) map was full (raise --bpf.max-cgroups, --bpf.max-processes).",
+        std::iter::once(([("map", "cgroups")], c.overflow.cpu_ns as f64 / NS_PER_S))
+            .chain(processes.map(|p| ([("map", "processes")], p.overflow_ns as f64 / NS_PER_S))),
     )?;
-    gauge(
+    gauge_family(
         enc,
         "wattlet_bpf_map_entries",
-        "Live entries in the in-kernel cgroup map.",
-        c.map_entries as f64,
+        "Live entries in the in-kernel maps: cgroups, and processes per cgroup.",
+        std::iter::once(([("map", "cgroups")], c.map_entries as f64))
+            .chain(processes.map(|p| ([("map", "processes")], p.map_entries as f64))),
     )?;
-    gauge(
+    gauge_family(
         enc,
         "wattlet_bpf_map_capacity",
-        "Capacity of the in-kernel cgroup map (--bpf.max-cgroups).",
-        f64::from(c.map_capacity),
+        "Capacity of the in-kernel maps (--bpf.max-cgroups, --bpf.max-processes).",
+        std::iter::once(([("map", "cgroups")], f64::from(c.map_capacity)))
+            .chain(processes.map(|p| ([("map", "processes")], f64::from(p.map_capacity)))),
     )?;
     counter_family(
         enc,
         "wattlet_bpf_map_deletions",
-        "Entries of removed cgroups read one last time and deleted from the map.",
-        [([("map", "cgroups")], c.map_deletions as f64)],
+        "Entries of removed cgroups (exited processes) read one last time and deleted from the map.",
+        std::iter::once(([("map", "cgroups")], c.map_deletions as f64))
+            .chain(processes.map(|p| ([("map", "processes")], p.map_deletions as f64))),
     )
 }
 

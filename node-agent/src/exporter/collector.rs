@@ -7,7 +7,9 @@ use prometheus_client::{
     collector::Collector, encoding::DescriptorEncoder, metrics::info::Info, registry::Registry,
 };
 
-use super::{agent, carbon, families::escape_label_value, kepler, node, workloads};
+use super::{
+    agent, carbon, cpuinfo, families::escape_label_value, kepler, node, processes, vms, workloads,
+};
 use crate::{config::Compat, snapshot::Latest};
 
 #[derive(Debug)]
@@ -24,7 +26,10 @@ impl Collector for SnapshotCollector {
             return Ok(());
         };
         node::encode(&mut enc, &s)?;
+        cpuinfo::encode(&mut enc, &s)?;
         workloads::encode(&mut enc, &s)?;
+        vms::encode(&mut enc, &s)?;
+        processes::encode(&mut enc, &s)?;
         agent::encode(&mut enc, &s)?;
         carbon::encode(&mut enc, &s)?;
         if self.compat == Some(Compat::Kepler) && s.power.is_some() {

@@ -114,6 +114,21 @@ pub(super) fn info(
     info.encode(m)
 }
 
+/// An info family: one `<name>_info 1` series per label set.
+pub(super) fn info_family<'a, L: AsRef<[Label<'a>]>>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = L>,
+) -> fmt::Result {
+    let ty = Info::new(Labels(&[])).metric_type();
+    let mut m = enc.encode_descriptor(name, help, None, ty)?;
+    for labels in series {
+        m.encode_info(&Labels(labels.as_ref()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

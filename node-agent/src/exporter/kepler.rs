@@ -1,15 +1,21 @@
 //! `--metrics-compat kepler`: Kepler's current (v0.10+) metric names and labels, emitted from
-//! the same snapshot as Wattlet's own, so that existing Kepler dashboards work unchanged.
-//! Kepler puts the node in `node_name`; Wattlet's `node` label stays as well.
+//! the same snapshot as Wattlet's own, so that existing Kepler dashboards work unchanged:
+//! node zones (with the powercap `path`), CPU info and usage, build info, processes (the same
+//! bounded series as Wattlet's), containers, pods and VMs. Kepler puts the node in `node_name`
+//! (not on `kepler_node_cpu_info` and `kepler_build_info`, as in Kepler); Wattlet's `node` label
+//! stays as well. Kepler's GPU and platform (Redfish) series are not emitted.
 
 use std::fmt;
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::families::{Label, counter_family, gauge_family};
+use super::{
+    cpuinfo,
+    families::{Label, NS_PER_S, counter_family, gauge_family},
+};
 use crate::{
     attribution::NodeZone,
-    snapshot::{ContainerRow, PodRow, Snapshot},
+    snapshot::{ContainerRow, PodRow, ProcessRow, Snapshot, VmRow},
 };
 
 fn container_labels<'a>(c: &'a ContainerRow, zone: &'a str, node: &'a str) -> [Label<'a>; 7] {
@@ -35,6 +41,31 @@ fn pod_labels<'a>(p: &'a PodRow, zone: &'a str, node: &'a str) -> [Label<'a>; 6]
     ]
 }
 
+fn process_labels<'a>(p: &'a ProcessRow, zone: &'a str, node: &'a str) -> [Label<'a>; 9] {
+    [
+        ("pid", &p.pid),
+        ("comm", &p.comm),
+        ("exe", &p.exe),
+        ("type", p.kind),
+        ("state", state(p.running)),
+        ("container_id", &p.container_id),
+        ("vm_id", &p.vm_id),
+        ("zone", zone),
+        ("node_name", node),
+    ]
+}
+
+fn vm_labels<'a>(v: &'a VmRow, zone: &'a str, node: &'a str) -> [Label<'a>; 6] {
+    [
+        ("vm_id", &v.id),
+        ("vm_name", &v.name),
+        ("hypervisor", v.hypervisor),
+        ("state", state(v.usage.running)),
+        ("zone", zone),
+        ("node_name", node),
+    ]
+}
+
 fn state(running: bool) -> &'static str {
     if running { "running" } else { "terminated" }
 }
@@ -42,18 +73,34 @@ fn state(running: bool) -> &'static str {
 /// `node` is the node's name as given (escaped with every other label value).
 pub(super) fn encode(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
     nodes(enc, s, node)?;
+    node_info(enc, s, node)?;
+    processes(enc, s, node)?;
     containers(enc, s, node)?;
-    pods(enc, s, node)
+    pods(enc, s, node)?;
+    vms(enc, s, node)
 }
 
-/// Total, active and idle, as counters and gauges; `path` is the sysfs path Kepler reads,
-/// which has no single value here.
+/// A zone's `path`: the powercap zone's sysfs directory (`aggregated-<zone>` when summed over
+/// sockets), empty for other sources.
+fn zone_path<'a>(s: &'a Snapshot, zone: &str) -> &'a str {
+    (s.power.iter())
+        .flat_map(|p| &p.zones)
+        .find(|z| z.zone == zone)
+        .and_then(|z| z.path.as_deref())
+        .unwrap_or("")
+}
+
+/// Total, active and idle, as counters and gauges.
 fn nodes(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
     let a = &s.attribution;
     let node_series = |pick: fn(&NodeZone) -> Option<f64>| {
         a.zones.iter().zip(&a.node).filter_map(move |(z, n)| {
             Some((
-                [("zone", z.as_str()), ("path", ""), ("node_name", node)],
+                [
+                    ("zone", z.as_str()),
+                    ("path", zone_path(s, z)),
+                    ("node_name", node),
+                ],
                 pick(n)?,
             ))
         })
@@ -93,6 +140,86 @@ fn nodes(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
         "kepler_node_cpu_idle_watts",
         "Kepler-compatible: idle power of the node per zone.",
         node_series(|n| n.idle_watts),
+    )
+}
+
+/// CPU information (one series per logical CPU, no `node_name`, as in Kepler), the usage
+/// ratio, and build information.
+fn node_info(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
+    gauge_family(
+        enc,
+        "kepler_node_cpu_info",
+        "Kepler-compatible: CPU information from procfs, one series per logical CPU.",
+        s.counters
+            .cpu_info
+            .iter()
+            .map(|c| (cpuinfo::labels(c), 1.0)),
+    )?;
+    gauge_family(
+        enc,
+        "kepler_node_cpu_usage_ratio",
+        "Kepler-compatible: CPU usage ratio of the node over the last interval (0 to 1).",
+        [([("node_name", node)], s.attribution.busy_ratio)],
+    )?;
+    gauge_family(
+        enc,
+        "kepler_build_info",
+        "Kepler-compatible: a constant 1 labelled with Wattlet's version (goversion: Wattlet is not written in Go).",
+        [(
+            [
+                ("arch", std::env::consts::ARCH),
+                ("branch", option_env!("WATTLET_GIT_BRANCH").unwrap_or("")),
+                (
+                    "revision",
+                    option_env!("WATTLET_GIT_REVISION").unwrap_or(""),
+                ),
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("goversion", ""),
+            ],
+            1.0,
+        )],
+    )
+}
+
+/// The same bounded series as Wattlet's own (the top processes and `(other)`).
+fn processes(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
+    if s.processes.is_empty() {
+        return Ok(());
+    }
+    let zones = &s.attribution.zones;
+    counter_family(
+        enc,
+        "kepler_process_cpu_joules",
+        "Kepler-compatible: energy of the top processes (and (other)) per zone, counted while shown.",
+        s.processes.iter().flat_map(|p| {
+            zones
+                .iter()
+                .zip(&p.joules)
+                .map(move |(z, j)| (process_labels(p, z, node), *j))
+        }),
+    )?;
+    gauge_family(
+        enc,
+        "kepler_process_cpu_watts",
+        "Kepler-compatible: power of the top processes (and (other)) per zone.",
+        s.processes.iter().flat_map(|p| {
+            zones
+                .iter()
+                .zip(&p.watts)
+                .filter_map(move |(z, w)| Some((process_labels(p, z, node), (*w)?)))
+        }),
+    )?;
+    counter_family(
+        enc,
+        "kepler_process_cpu_seconds",
+        "Kepler-compatible: CPU time of the top processes (and (other)), counted while shown.",
+        s.processes.iter().map(|p| {
+            let [pid, comm, exe, kind, _, container, vm, _, node] = process_labels(p, "", node);
+            (
+                [pid, comm, exe, kind, container, vm, node],
+                p.cpu_ns as f64 / NS_PER_S,
+            )
+        }),
     )
 }
 
@@ -144,6 +271,35 @@ fn pods(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
                 .iter()
                 .zip(&p.watts)
                 .filter_map(move |(z, w)| Some((pod_labels(p, z, node), (*w)?)))
+        }),
+    )
+}
+
+fn vms(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
+    if s.vms.is_empty() {
+        return Ok(());
+    }
+    let zones = &s.attribution.zones;
+    counter_family(
+        enc,
+        "kepler_vm_cpu_joules",
+        "Kepler-compatible: energy attributed to each virtual machine per zone.",
+        s.vms.iter().flat_map(|v| {
+            zones
+                .iter()
+                .zip(&v.usage.joules)
+                .map(move |(z, j)| (vm_labels(v, z, node), *j))
+        }),
+    )?;
+    gauge_family(
+        enc,
+        "kepler_vm_cpu_watts",
+        "Kepler-compatible: power attributed to each virtual machine per zone.",
+        s.vms.iter().flat_map(|v| {
+            zones
+                .iter()
+                .zip(&v.usage.watts)
+                .filter_map(move |(z, w)| Some((vm_labels(v, z, node), (*w)?)))
         }),
     )
 }

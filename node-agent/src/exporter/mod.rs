@@ -4,7 +4,10 @@
 //! - [`registry`] and [`render`] (`collector`): build info, and the collector that hands the
 //!   snapshot to each family group in turn:
 //!   - `node`: CPU time, energy and power per zone, idle power, the power source;
+//!   - `cpuinfo`: the logical CPUs and how busy they were;
 //!   - `workloads`: containers, pods, non-container cgroups, expired energy;
+//!   - `vms`: virtual machines;
+//!   - `processes`: the top processes by energy and `(other)`;
 //!   - `agent`: the agent about itself (pod-metadata watch, its CPU and energy, attribution
 //!     settings, the in-kernel map, its last interval);
 //!   - `carbon`: the grid intensity in force, the PUE, the intensity sources' failures, and
@@ -27,6 +30,7 @@ mod agent;
 mod carbon;
 mod classic;
 mod collector;
+mod cpuinfo;
 mod families;
 #[cfg(test)]
 mod golden;
@@ -35,6 +39,8 @@ mod json;
 mod kepler;
 mod node;
 mod page;
+mod processes;
+mod vms;
 pub mod web;
 mod workloads;
 

@@ -215,7 +215,7 @@ fn expired(enc: &mut DescriptorEncoder, s: &Snapshot, est: &'static str) -> fmt:
     counter_family(
         enc,
         "wattlet_expired_energy_joules",
-        "Energy of workloads whose series expired after --retention.terminated, per zone: with it, containers + cgroups + expired + the node's idle equal the node's total at all times (default idle policy).",
+        "Energy of workloads whose series expired after --retention.terminated, per zone: with it, containers + cgroups + VMs + expired + the node's idle equal the node's total at all times (default idle policy).",
         s.attribution.zones.iter().enumerate().map(|(i, z)| {
             (
                 [("zone", z.as_str()), ("estimated", est)],

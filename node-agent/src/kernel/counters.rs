@@ -1,7 +1,13 @@
 //! The loaded program and its maps: loading, attaching, and the map reads and deletes. What the
-//! reads mean over time is the [`CgroupLedger`]'s business.
+//! reads mean over time is the ledgers' business: [`CgroupLedger`] for cgroups, `ProcessLedger`
+//! (processes.rs) for processes.
 
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
@@ -9,12 +15,17 @@ use aya::{
     programs::BtfTracePoint,
     util::nr_cpus,
 };
-use node_agent_common::{CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS, names};
+use node_agent_common::{
+    CgroupCounters, CpuCounters, PMU_CYCLES, PMU_INSTRUCTIONS, ProcessCache, ProcessKey, names,
+};
 
 use super::{
     CgroupLedger, CountersSnapshot, KernelError, KernelOptions, PmuCounters,
+    cpuinfo::{CpuInfo, read_cpuinfo},
     pmu::{PerfEvents, open_pmu},
-    probe, snapshot,
+    probe,
+    processes::{self, ProcessLedger},
+    snapshot::{self, ProcessesRead},
 };
 use crate::{cgroup::CgroupTree, sys};
 
@@ -23,11 +34,21 @@ pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/node-agent"));
 
 type CgroupMap = PerCpuHashMap<MapData, u64, CgroupCounters>;
+type ProcessMap = PerCpuHashMap<MapData, ProcessKey, u64>;
+
+/// The per-process map and caches, with `--metrics.processes` above 0.
+struct ProcessMaps {
+    map: ProcessMap,
+    cache: PerCpuArray<MapData, ProcessCache>,
+    capacity: u32,
+    procfs: PathBuf,
+    ledger: ProcessLedger,
+}
 
 /// The loaded and attached accounting program, and what the agent has read from it.
 pub struct KernelCounters {
     // Holds the programs and their links: dropping it detaches.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     cgroups: CgroupMap,
     cpus: PerCpuArray<MapData, CpuCounters>,
     _perf_events: Vec<OwnedFd>,
@@ -36,6 +57,8 @@ pub struct KernelCounters {
     possible_cpus: usize,
     map_capacity: u32,
     ledger: CgroupLedger,
+    processes: Option<ProcessMaps>,
+    cpu_info: Arc<[CpuInfo]>,
 }
 
 impl KernelCounters {
@@ -49,8 +72,9 @@ impl KernelCounters {
             return Err(KernelError::NoCgroupCapacity);
         }
         let pmu = open_pmu(options.pmu)?;
-        let mut ebpf = load_object(options.max_cgroups, &pmu.events)?;
+        let mut ebpf = load_object(&options, &pmu.events)?;
         attach(&mut ebpf, names::PROGRAM)?;
+        let processes = ProcessMaps::take(&mut ebpf, &options)?;
         let cgroups = CgroupMap::try_from(take_map(&mut ebpf, names::CGROUPS)?)
             .map_err(map_error("opening the cgroup map"))?;
         let cpus = PerCpuArray::try_from(take_map(&mut ebpf, names::CPUS)?)
@@ -62,7 +86,7 @@ impl KernelCounters {
             instructions,
         } = pmu.events;
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             cgroups,
             cpus,
             _perf_events: cycles
@@ -75,12 +99,38 @@ impl KernelCounters {
             possible_cpus,
             map_capacity: options.max_cgroups,
             ledger: CgroupLedger::new(options.gone_retention, options.max_gone),
+            processes,
+            cpu_info: read_cpuinfo(&options.procfs).into(),
         })
     }
 
     /// The cgroup ids that have an entry in the in-kernel map right now.
     pub fn map_ids(&self) -> Vec<u64> {
         self.cgroups.keys().filter_map(|k| k.ok()).collect()
+    }
+
+    /// The (process, cgroup) keys in the in-kernel process map right now (none when processes
+    /// are not counted).
+    pub fn process_keys(&self) -> Vec<ProcessKey> {
+        (self.processes.iter())
+            .flat_map(|p| p.map.keys().filter_map(|k| k.ok()))
+            .collect()
+    }
+
+    /// The accounting program as the kernel runs it (after the verifier, which drops what a
+    /// load-time constant switches off), in instructions.
+    pub fn loaded_instructions(&self) -> Result<u32, KernelError> {
+        let program = self
+            .ebpf
+            .program(names::PROGRAM)
+            .ok_or(KernelError::Missing {
+                kind: "program",
+                name: names::PROGRAM,
+            })?;
+        let info = program
+            .info()
+            .map_err(|e| KernelError::bpf("reading the accounting program's info", e))?;
+        Ok(info.size_translated().unwrap_or(0) / 8)
     }
 
     /// Which PMU counters are in use, and why.
@@ -111,6 +161,10 @@ impl KernelCounters {
             .get(&0, 0)
             .map_err(map_error("reading the per-CPU state map"))?;
         let (cpus, overflow) = self.ledger.cpu_times(&per_cpu, cpus_at.as_nanos() as u64);
+        let processes = match &mut self.processes {
+            Some(p) => p.read(at, self.possible_cpus)?,
+            None => ProcessesRead::default(),
+        };
         Ok(CountersSnapshot {
             at,
             cgroups: cgroups.samples,
@@ -121,6 +175,8 @@ impl KernelCounters {
             map_capacity: self.map_capacity,
             pmu: self.pmu,
             map_deletions: cgroups.deletions,
+            processes,
+            cpu_info: self.cpu_info.clone(),
         })
     }
 
@@ -151,8 +207,75 @@ fn take_entry(
     Ok(deleted.then(|| snapshot::sum_cgroup(scratch)))
 }
 
-/// Loads the object with the cgroup map sized and the PMU counters in place.
-fn load_object(max_cgroups: u32, events: &PerfEvents) -> Result<Ebpf, KernelError> {
+impl ProcessMaps {
+    /// The maps, when processes are counted; a warning when procfs cannot name them.
+    fn take(ebpf: &mut Ebpf, options: &KernelOptions) -> Result<Option<Self>, KernelError> {
+        if options.processes == 0 {
+            return Ok(None);
+        }
+        if processes::shows_host_pids(&options.procfs) == Some(false) {
+            log::warn!(
+                "{} shows a container's PID namespace: processes cannot be named nor seen to \
+                 exit; mount the host's /proc and pass --path.procfs (or run with hostPID)",
+                options.procfs.display()
+            );
+        }
+        Ok(Some(Self {
+            map: ProcessMap::try_from(take_map(ebpf, names::PROCESSES)?)
+                .map_err(map_error("opening the process map"))?,
+            cache: PerCpuArray::try_from(take_map(ebpf, names::PROCESS_CACHE)?)
+                .map_err(map_error("opening the process caches"))?,
+            capacity: options.max_processes,
+            procfs: options.procfs.clone(),
+            ledger: ProcessLedger::new(options.process_retention, options.max_gone),
+        }))
+    }
+
+    /// The map's entries, then the caches (in that order: a slot written to the map between the
+    /// two reads is missed for one read rather than counted twice).
+    fn read(&mut self, at: Duration, possible_cpus: usize) -> Result<ProcessesRead, KernelError> {
+        let mut entries = Vec::new();
+        for key in self.map.keys().filter_map(|k| k.ok()) {
+            match self.map.get(&key, 0) {
+                Ok(values) => entries.push((key, values.iter().sum::<u64>())),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("reading the process map")(e)),
+            }
+        }
+        let caches = self
+            .cache
+            .get(&0, 0)
+            .map_err(map_error("reading the process caches"))?;
+        let overflow_ns = caches.iter().map(|c| c.overflow_ns).sum();
+        let cached = caches
+            .iter()
+            .flat_map(|c| c.slots.iter().map(|s| (s.key, s.cpu_ns)));
+        let mut scratch = vec![0u64; possible_cpus];
+        let (map, procfs) = (&self.map, &self.procfs);
+        let seen = self.ledger.record(
+            at,
+            entries,
+            cached,
+            |tgid, last| processes::probe(procfs, tgid, last),
+            |key| {
+                let deleted =
+                    sys::percpu_lookup_and_delete(map.map().fd().as_fd(), key, &mut scratch)
+                        .map_err(KernelError::Delete)?;
+                Ok(deleted.then(|| scratch.iter().sum()))
+            },
+        )?;
+        Ok(ProcessesRead {
+            samples: seen.samples,
+            overflow_ns,
+            map_entries: seen.live_entries,
+            map_capacity: self.capacity,
+            map_deletions: seen.deletions,
+        })
+    }
+}
+
+/// Loads the object with the maps sized, processes counted or not, and the PMU counters in place.
+fn load_object(options: &KernelOptions, events: &PerfEvents) -> Result<Ebpf, KernelError> {
     let mut flags = 0u32;
     if !events.cycles.is_empty() {
         flags |= PMU_CYCLES;
@@ -160,9 +283,15 @@ fn load_object(max_cgroups: u32, events: &PerfEvents) -> Result<Ebpf, KernelErro
     if !events.instructions.is_empty() {
         flags |= PMU_INSTRUCTIONS;
     }
+    let track = u32::from(options.processes > 0);
     let ebpf = EbpfLoader::new()
-        .map_max_entries(names::CGROUPS, max_cgroups)
+        .map_max_entries(names::CGROUPS, options.max_cgroups)
+        .map_max_entries(
+            names::PROCESSES,
+            if track == 1 { options.max_processes } else { 1 },
+        )
         .override_global(names::PMU_FLAGS, &flags, true)
+        .override_global(names::TRACK_PROCESSES, &track, true)
         .load(EBPF_OBJECT)
         .map_err(|e| KernelError::bpf("loading the eBPF object", e))?;
     for (array, events) in [

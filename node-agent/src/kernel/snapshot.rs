@@ -2,7 +2,9 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use node_agent_common::{CgroupCounters, CpuCounters};
+use node_agent_common::{CgroupCounters, CpuCounters, ProcessKey};
+
+use super::cpuinfo::CpuInfo;
 
 /// Where the kernel layer reads the clock; defined in [`crate::sys`].
 pub use crate::sys::monotonic_now;
@@ -59,6 +61,41 @@ pub struct CgroupSample {
     pub gone: bool,
 }
 
+/// A process's names, from procfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessNames {
+    /// `/proc/<pid>/comm`.
+    pub comm: Arc<str>,
+    /// The target of `/proc/<pid>/exe`; empty where there is none (kernel threads) or it cannot
+    /// be read.
+    pub exe: Arc<str>,
+}
+
+/// A process in one cgroup, in a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessSample {
+    /// CPU time the kernel counted for it in that cgroup since the agent started. Never goes
+    /// back.
+    pub cpu_ns: u64,
+    /// Its names when the agent last looked; None if it exited before the agent could read them.
+    pub names: Option<Arc<ProcessNames>>,
+    /// The process has exited; its totals are final.
+    pub gone: bool,
+}
+
+/// The per-process counts of one read (all empty when processes are not counted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessesRead {
+    pub samples: BTreeMap<ProcessKey, ProcessSample>,
+    /// Time that could not be charged to a process because the process map was full.
+    pub overflow_ns: u64,
+    /// Live entries in the process map after this read, and its capacity (0: not counted).
+    pub map_entries: usize,
+    pub map_capacity: u32,
+    /// Entries of exited processes deleted from the map so far.
+    pub map_deletions: u64,
+}
+
 /// Which PMU counters feed the cycles/instructions columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PmuCounters {
@@ -88,6 +125,10 @@ pub struct CountersSnapshot {
     pub pmu: PmuCounters,
     /// Entries of removed cgroups deleted from the map so far.
     pub map_deletions: u64,
+    /// Per process and cgroup, with `--metrics.processes`.
+    pub processes: ProcessesRead,
+    /// The logical CPUs as procfs describes them, read when the agent started.
+    pub cpu_info: Arc<[CpuInfo]>,
 }
 
 impl CountersSnapshot {

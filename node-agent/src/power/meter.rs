@@ -23,6 +23,9 @@ pub struct ZoneSample {
     pub joules: f64,
     /// Average power since the previous reading (none at the first).
     pub watts: Option<f64>,
+    /// Where the zone is read, when the source has one place for it: a powercap zone's sysfs
+    /// directory, or `aggregated-<zone>` for a zone summed over sockets (as Kepler labels them).
+    pub path: Option<String>,
 }
 
 /// Node energy at one instant, immutable, handed to the exporter.
@@ -51,6 +54,8 @@ pub struct Meter {
     platform: Option<PlatformOpened>,
     /// A CPU source's zone that the platform meter's replaced, warned about once.
     warned_clash: bool,
+    /// Each zone's path, as the source gave it when opened.
+    paths: BTreeMap<String, String>,
     /// Per zone, the last complete reading (time, joules) power is measured from.
     baseline: BTreeMap<String, (Duration, f64)>,
     dropped: BTreeMap<(String, DropReason), u64>,
@@ -60,6 +65,7 @@ pub struct Meter {
 impl Meter {
     pub fn new(opened: Opened) -> Self {
         Self {
+            paths: opened.source.zone_paths().into_iter().collect(),
             opened,
             platform: None,
             warned_clash: false,
@@ -131,6 +137,7 @@ impl Meter {
                     zone: zone.clone(),
                     joules: *joules,
                     watts: self.power(zone, *joules, ctx, state),
+                    path: self.paths.get(zone).cloned(),
                 }
             })
             .collect();

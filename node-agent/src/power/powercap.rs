@@ -43,6 +43,8 @@ struct Counter {
     /// The package the zone belongs to, e.g. `intel-rapl:1` for `intel-rapl:1:0`.
     socket: String,
     zone: String,
+    /// The zone's directory, `<sysfs>/class/powercap/intel-rapl:N[:M]`.
+    dir: PathBuf,
     energy_path: PathBuf,
     counter: EnergyCounter,
 }
@@ -170,6 +172,7 @@ fn open_counter(dir: &Path, id: &str) -> Result<Counter, ReadError> {
     Ok(Counter {
         socket: id.split(':').take(2).collect::<Vec<_>>().join(":"),
         zone,
+        dir: dir.to_owned(),
         energy_path,
         counter: EnergyCounter::new(JOULES_PER_MICROJOULE, Some(max)),
     })
@@ -200,6 +203,18 @@ impl EnergySource for Powercap {
                 .map(|c| (c.zone.as_str(), c.counter.joules())),
         );
         out
+    }
+
+    /// A zone read from one counter: its directory; summed over sockets: `aggregated-<zone>`.
+    fn zone_paths(&self) -> Vec<(String, String)> {
+        let mut paths: Vec<(String, String)> = Vec::new();
+        for c in &self.counters {
+            match paths.iter_mut().find(|(z, _)| *z == c.zone) {
+                Some((z, path)) => *path = format!("aggregated-{z}"),
+                None => paths.push((c.zone.clone(), c.dir.display().to_string())),
+            }
+        }
+        paths
     }
 }
 
@@ -261,6 +276,36 @@ mod tests {
             ]
         );
         assert!(r.dropped.is_empty() && r.errors.is_empty());
+    }
+
+    /// Kepler's `path` label: a zone's directory, or `aggregated-<zone>` when several sockets'
+    /// zones are summed.
+    #[test]
+    fn zone_paths_as_kepler_labels_them() {
+        let t = Tree::new();
+        zone(&t, "intel-rapl:0", "package-0", 0);
+        zone(&t, "intel-rapl:0:0", "core", 0);
+        let p = Powercap::open(t.root(), 1000.0).unwrap();
+        let dir = t.root().join("class/powercap");
+        let mut paths = p.zone_paths();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                (
+                    "core".into(),
+                    dir.join("intel-rapl:0:0").display().to_string()
+                ),
+                (
+                    "package".into(),
+                    dir.join("intel-rapl:0").display().to_string()
+                ),
+            ]
+        );
+        zone(&t, "intel-rapl:1", "package-1", 0);
+        let p = Powercap::open(t.root(), 1000.0).unwrap();
+        let package = p.zone_paths().into_iter().find(|(z, _)| z == "package");
+        assert_eq!(package.unwrap().1, "aggregated-package");
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct SourceReading {
 
 pub trait EnergySource: Send {
     fn read(&mut self, ctx: &ReadContext) -> SourceReading;
+
+    /// Where each zone is read (zone, path), for sources that have a path per zone.
+    fn zone_paths(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// An opened source, ready to read.

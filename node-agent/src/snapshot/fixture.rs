@@ -1,8 +1,9 @@
 //! A fixed snapshot for the exporters' tests: two zones of a modelled (estimated) source,
 //! containers known and unknown to the API server (one terminated), their pods, plain cgroups
-//! with the reserved rows and a path that needs escaping, the agent about itself, hardware PMU,
-//! and carbon (an API reading for zone DE, a PUE, embodied emissions, one container and the node
-//! with grams from before a failover to the default).
+//! with the reserved rows and a path that needs escaping, a VM, processes (in a container, in a
+//! cgroup, in the VM, one that exited unnamed) and `(other)`, two CPUs, the agent about
+//! itself, hardware PMU, and carbon (an API reading for zone DE, a PUE, embodied emissions, one
+//! container and the node with grams from before a failover to the default).
 //! Its figures are made up; what matters is that every family has something to show.
 
 use std::{
@@ -17,13 +18,14 @@ use super::Snapshot;
 use crate::{
     attribution::{
         AttributedCarbon, AttributionSnapshot, Emissions, IdleMethod, IdlePolicy, IntervalCarbon,
-        NodeGrams, NodeZone, OVERFLOW, PodTotals, SourceGrams, UNSEEN, WorkloadTotals,
+        NodeGrams, NodeZone, OVERFLOW, PodTotals, ProcessTotals, SourceGrams, UNSEEN,
+        WorkloadTotals,
     },
     carbon::{self, ErrorCount, Reading},
-    kernel::{CountersSnapshot, CpuTime, PmuCounters},
+    kernel::{CountersSnapshot, CpuInfo, CpuTime, PmuCounters, ProcessNames, ProcessesRead},
     kubernetes::{ContainerMeta, MetaIndex, MetaView, PodMeta},
     power::{DropReason, PowerSnapshot, SourceKind, ZoneSample},
-    workload::{Container, Qos, Workload},
+    workload::{Container, Qos, Vm, Workload},
 };
 
 /// A container the API server names, in pod [`UID_WEB`].
@@ -166,6 +168,94 @@ fn workload_energy() -> Vec<WorkloadTotals> {
             [0.5, 36.0],
             [Some(0.01), Some(0.25)],
         ),
+        workload(
+            vm(),
+            true,
+            counters(8.0, 900, 80),
+            [1.5, 120.0],
+            [Some(0.05), Some(1.25)],
+        ),
+    ]
+}
+
+/// A libvirt guest.
+fn vm() -> Workload {
+    Workload::Vm(Vm {
+        hypervisor: "kvm",
+        id: "web-vm".into(),
+        name: "web-vm".into(),
+    })
+}
+
+fn process(
+    pid: Option<u32>,
+    names: Option<(&str, &str)>,
+    workload: Option<Workload>,
+    cpu_s: f64,
+    joules: [f64; 2],
+    watts: [Option<f64>; 2],
+) -> ProcessTotals {
+    ProcessTotals {
+        pid,
+        names: names.map(|(comm, exe)| {
+            Arc::new(ProcessNames {
+                comm: comm.into(),
+                exe: exe.into(),
+            })
+        }),
+        workload,
+        running: pid != Some(4242),
+        cpu_ns: (cpu_s * 1e9) as u64,
+        joules: joules.to_vec(),
+        watts: watts.to_vec(),
+    }
+}
+
+/// The shown processes, then `(other)`.
+fn processes() -> Vec<ProcessTotals> {
+    let web = container("containerd", ID_WEB, Some(UID_WEB), Qos::Burstable);
+    vec![
+        process(
+            Some(1234),
+            Some(("nginx", "/usr/sbin/nginx")),
+            Some(web),
+            4.0,
+            [2.5, 200.0],
+            [Some(0.1), Some(2.0)],
+        ),
+        process(
+            Some(777),
+            Some(("qemu-system-x86", "/usr/bin/qemu-system-x86_64")),
+            Some(vm()),
+            8.0,
+            [1.5, 120.0],
+            [Some(0.05), Some(1.25)],
+        ),
+        process(
+            Some(42),
+            Some(("sshd", "/usr/sbin/sshd")),
+            Some(Workload::Cgroup(CGROUPS[2].into())),
+            1.5,
+            [0.25, 30.0],
+            [Some(0.01), Some(0.5)],
+        ),
+        // Exited before its names were read.
+        process(
+            Some(4242),
+            None,
+            Some(Workload::Cgroup(CGROUPS[2].into())),
+            0.5,
+            [0.0, 2.0],
+            [Some(0.0), Some(0.1)],
+        ),
+        process(
+            None,
+            None,
+            None,
+            23.0,
+            [8.0, 554.5],
+            [Some(0.25), Some(1.5)],
+        ),
     ]
 }
 
@@ -273,6 +363,8 @@ fn attribution() -> AttributionSnapshot {
         ],
         expired_joules: vec![0.5, 30.0],
         carbon: Some(carbon()),
+        processes: processes(),
+        busy_ratio: 0.3,
     }
 }
 
@@ -281,6 +373,7 @@ fn power() -> PowerSnapshot {
         zone: zone.into(),
         joules,
         watts: Some(watts),
+        path: Some(format!("/sys/class/powercap/{zone}")),
     };
     PowerSnapshot {
         source: SourceKind::Model,
@@ -315,6 +408,22 @@ fn kernel() -> CountersSnapshot {
         map_capacity: 4096,
         pmu: PmuCounters::Hardware,
         map_deletions: 3,
+        processes: ProcessesRead {
+            samples: Default::default(),
+            overflow_ns: 125_000_000,
+            map_entries: 57,
+            map_capacity: 8192,
+            map_deletions: 812,
+        },
+        cpu_info: [0, 1]
+            .map(|i| CpuInfo {
+                processor: i.to_string(),
+                vendor_id: "GenuineIntel".into(),
+                model_name: "Intel(R) Xeon(R) CPU @ 2.20GHz".into(),
+                physical_id: "0".into(),
+                core_id: i.to_string(),
+            })
+            .into(),
     }
 }
 

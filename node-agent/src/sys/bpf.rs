@@ -122,12 +122,13 @@ pub fn perf_array_set(map: BorrowedFd<'_>, cpu: u32, event: BorrowedFd<'_>) -> i
     )
 }
 
-/// Reads and deletes one entry of a per-CPU hash with u64 keys into `values`, one `V` per
+/// Reads and deletes one entry of a per-CPU hash with `K` keys into `values`, one `V` per
 /// possible CPU. Returns false if the key was not there. Fails without a syscall on the entry if
-/// the map's values are not `V` or `values` is shorter than the possible CPUs.
-pub fn percpu_lookup_and_delete<V: aya::Pod>(
+/// the map's keys are not `K`, its values are not `V`, or `values` is shorter than the possible
+/// CPUs.
+pub fn percpu_lookup_and_delete<K: aya::Pod, V: aya::Pod>(
     map: BorrowedFd<'_>,
-    key: u64,
+    key: K,
     values: &mut [V],
 ) -> io::Result<bool> {
     let info = map_info(map)?;
@@ -135,11 +136,13 @@ pub fn percpu_lookup_and_delete<V: aya::Pod>(
     if !matches!(
         info.type_,
         BPF_MAP_TYPE_PERCPU_HASH | BPF_MAP_TYPE_LRU_PERCPU_HASH
-    ) || info.key_size != 8
+    ) || info.key_size as usize != std::mem::size_of::<K>()
         || info.value_size as usize != size
     {
+        let key_type = std::any::type_name::<K>();
+        let key_type = key_type.rsplit("::").next().unwrap_or(key_type);
         return Err(layout_error(format!(
-            "{info} is not a per-CPU hash of u64 keys and {size}-byte values"
+            "{info} is not a per-CPU hash of {key_type} keys and {size}-byte values"
         )));
     }
     // The kernel writes value_size bytes per possible CPU, each at an 8-byte stride.
@@ -161,7 +164,7 @@ pub fn percpu_lookup_and_delete<V: aya::Pod>(
         &mut MapElemAttr {
             map_fd: map.as_raw_fd() as u32,
             _pad: 0,
-            key: &key as *const u64 as u64,
+            key: &key as *const K as u64,
             value: values.as_mut_ptr() as u64,
             flags: 0,
         },

@@ -4,7 +4,10 @@
 //!   reference programs on the same tracepoint: an empty one, and a "floor" that only reads the
 //!   clock and the cgroup id and stores to a per-CPU array. They come from the benchmark's own
 //!   eBPF object (node-agent-ebpf's `node-agent-bench` binary, which xtask builds and names in
-//!   WATTLET_BENCH_OBJECT): the agent's object carries only the accounting program.
+//!   WATTLET_BENCH_OBJECT): the agent's object carries only the accounting program. The
+//!   accounting program runs twice, loaded with per-process counting off and on, under two
+//!   loads: threads of one process, and separate processes (each switch out charges another
+//!   process than the CPU's previous one).
 //! - One full read of every zone of a two-socket powercap fixture tree.
 
 use std::{
@@ -18,17 +21,39 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    EbpfLoader,
+    Ebpf, EbpfLoader,
     sys::{Stats, enable_stats},
 };
+use integration_tests::Running;
 use node_agent::kernel::attach;
-use node_agent_common::{DEFAULT_MAX_CGROUPS, names};
+use node_agent_common::{DEFAULT_MAX_CGROUPS, DEFAULT_MAX_PROCESSES, names};
 
 const ROUNDS: usize = 3;
 const ROUND: Duration = Duration::from_secs(3);
 const SLEEPERS: usize = 4;
+/// The argument that makes this binary one of the sleeping processes of the process load.
+const SLEEPER: &str = "--sleeper";
+
+/// The programs measured: (label, which load of the object, program name).
+const PROGRAMS: [(&str, usize, &str); 4] = [
+    ("empty", 0, names::PROGRAM_EMPTY),
+    ("floor", 0, names::PROGRAM_FLOOR),
+    ("wattlet", 0, names::PROGRAM),
+    ("+procs", 1, names::PROGRAM),
+];
+
+#[derive(Clone, Copy)]
+enum Load {
+    Threads,
+    Processes,
+}
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(SLEEPER) {
+        loop {
+            thread::sleep(Duration::from_micros(20));
+        }
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("the benchmark loads eBPF programs: run `sudo -E cargo xtask bench`");
@@ -38,41 +63,93 @@ fn main() -> Result<()> {
          benchmark's eBPF object and names it there",
     )?;
     let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
-    let programs = [names::PROGRAM_EMPTY, names::PROGRAM_FLOOR, names::PROGRAM];
-    let mut time = [0u128; 3];
-    let mut count = [0u64; 3];
-
     println!(
-        "sched_switch cost per event — {ROUNDS} rounds × {:?}, load: {SLEEPERS} threads sleeping 20µs in a loop; \
-         all three programs attached together, attach order rotated each round",
-        ROUND
+        "sched_switch cost per event — {ROUNDS} rounds × {ROUND:?} per load, all four programs \
+         attached together, attach order rotated each round; wattlet = processes not counted \
+         (--metrics.processes 0), +procs = counted"
     );
+    instructions(&object)?;
+    for load in [Load::Threads, Load::Processes] {
+        sched_switch_cost(&object, load)?;
+    }
+    power_read()?;
+    render()?;
+    agent_cost()?;
+    Ok(())
+}
+
+/// The object loaded with per-process counting off or on, as the agent loads it.
+fn load_object(object: &std::ffi::OsStr, processes: bool) -> Result<Ebpf> {
+    EbpfLoader::new()
+        .map_max_entries(names::CGROUPS, DEFAULT_MAX_CGROUPS)
+        .map_max_entries(
+            names::PROCESSES,
+            if processes { DEFAULT_MAX_PROCESSES } else { 1 },
+        )
+        .override_global(names::PMU_FLAGS, &0u32, true)
+        .override_global(names::TRACK_PROCESSES, &u32::from(processes), true)
+        .load_file(object)
+        .with_context(|| format!("loading {}", object.display()))
+}
+
+/// The program as the kernel runs it with processes off and on: with them off, the verifier
+/// drops the process accounting (the switch is a constant to it).
+fn instructions(object: &std::ffi::OsStr) -> Result<()> {
+    let mut sizes = Vec::new();
+    for processes in [false, true] {
+        let mut ebpf = load_object(object, processes)?;
+        attach(&mut ebpf, names::PROGRAM)?;
+        let info = ebpf
+            .program(names::PROGRAM)
+            .context("no accounting program")?
+            .info()?;
+        sizes.push((info.size_translated().unwrap_or(0) / 8, info.size_jitted()));
+    }
+    println!(
+        "  accounting program as loaded: processes off {} instructions ({} bytes JIT), on {} \
+         instructions ({} bytes JIT)",
+        sizes[0].0, sizes[0].1, sizes[1].0, sizes[1].1
+    );
+    Ok(())
+}
+
+fn sched_switch_cost(object: &std::ffi::OsStr, load: Load) -> Result<()> {
+    let mut time = [0u128; PROGRAMS.len()];
+    let mut count = [0u64; PROGRAMS.len()];
     for round in 0..ROUNDS {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::CGROUPS, DEFAULT_MAX_CGROUPS)
-            .override_global(names::PMU_FLAGS, &0u32, true)
-            .load_file(&object)
-            .with_context(|| format!("loading {}", object.display()))?;
-        for k in 0..programs.len() {
-            attach(&mut ebpf, programs[(k + round) % programs.len()])?;
+        let mut objects = [load_object(object, false)?, load_object(object, true)?];
+        for k in 0..PROGRAMS.len() {
+            let (_, which, name) = PROGRAMS[(k + round) % PROGRAMS.len()];
+            attach(&mut objects[which], name)?;
         }
-        let before: Vec<(Duration, u64)> = programs
-            .iter()
-            .map(|p| stats(&ebpf, p))
-            .collect::<Result<_>>()?;
-        load_for(ROUND);
-        for (i, p) in programs.iter().enumerate() {
-            let (t, c) = stats(&ebpf, p)?;
+        let stats_now = |objects: &[Ebpf; 2]| -> Result<Vec<(Duration, u64)>> {
+            PROGRAMS
+                .iter()
+                .map(|(_, which, name)| stats(&objects[*which], name))
+                .collect()
+        };
+        let before = stats_now(&objects)?;
+        match load {
+            Load::Threads => load_for(ROUND),
+            Load::Processes => processes_for(ROUND)?,
+        }
+        for (i, (t, c)) in stats_now(&objects)?.into_iter().enumerate() {
             time[i] += (t - before[i].0).as_nanos();
             count[i] += c - before[i].1;
         }
     }
-
-    let per_event: Vec<f64> = (0..3)
+    let per_event: Vec<f64> = (0..PROGRAMS.len())
         .map(|i| time[i] as f64 / count[i].max(1) as f64)
         .collect();
     let floor = per_event[1];
-    for (i, name) in ["empty", "floor", "wattlet"].iter().enumerate() {
+    println!(
+        "load: {SLEEPERS} {} sleeping 20µs in a loop",
+        match load {
+            Load::Threads => "threads of one process",
+            Load::Processes => "processes",
+        }
+    );
+    for (i, (name, _, _)) in PROGRAMS.iter().enumerate() {
         println!(
             "  {name:<8} {:>7.1} ns/event  ({:>9} events)  {:.2}× floor",
             per_event[i],
@@ -80,16 +157,13 @@ fn main() -> Result<()> {
             per_event[i] / floor
         );
     }
-    let ratio = per_event[2] / floor;
     println!(
-        "wattlet sched_switch: {:.1} ns/event = {ratio:.2}× the floor (target ≤ 1.5×); above empty: {:.1} ns vs floor's {:.1} ns",
-        per_event[2],
-        per_event[2] - per_event[0],
-        floor - per_event[0]
+        "wattlet sched_switch: {:.2}× the floor with processes off, {:.2}× with them on (target \
+         ≤ 1.5×); processes add {:+.1} ns/event",
+        per_event[2] / floor,
+        per_event[3] / floor,
+        per_event[3] - per_event[2]
     );
-    power_read()?;
-    render()?;
-    agent_cost()?;
     Ok(())
 }
 
@@ -148,6 +222,21 @@ fn stats(ebpf: &aya::Ebpf, name: &str) -> Result<(Duration, u64)> {
     Ok((info.run_time(), info.run_count()))
 }
 
+/// Processes (this binary, as sleepers) that sleep briefly in a loop.
+fn processes_for(d: Duration) -> Result<()> {
+    let me = std::env::current_exe()?;
+    let sleepers = (0..SLEEPERS)
+        .map(|_| {
+            Ok(Running(
+                std::process::Command::new(&me).arg(SLEEPER).spawn()?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    thread::sleep(d);
+    drop(sleepers);
+    Ok(())
+}
+
 /// Threads that sleep briefly in a loop: a steady stream of context switches.
 fn load_for(d: Duration) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -171,15 +260,16 @@ fn load_for(d: Duration) {
     }
 }
 
-/// A snapshot of `containers` containers (two per pod) and 50 cgroups, two zones.
+/// A snapshot of `containers` containers (two per pod), 50 cgroups, 20 processes and (other),
+/// two zones.
 fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
     use node_agent::{
         attribution::{
             AttributedCarbon, AttributionSnapshot, Emissions, IdleMethod, IdlePolicy,
-            IntervalCarbon, NodeGrams, NodeZone, SourceGrams, WorkloadTotals,
+            IntervalCarbon, NodeGrams, NodeZone, ProcessTotals, SourceGrams, WorkloadTotals,
         },
         carbon::{Reading, SourceKind as Intensity, WORLD_AVERAGE},
-        kernel::{CountersSnapshot, CpuTime, PmuCounters},
+        kernel::{CountersSnapshot, CpuInfo, CpuTime, PmuCounters, ProcessNames, ProcessesRead},
         power::{PowerSnapshot, SourceKind, ZoneSample},
         workload::{Container, Qos, Workload},
     };
@@ -271,6 +361,22 @@ fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
             embodied_idle: 0.0,
             expired: grams(&[0.0, 0.0]),
         }),
+        // The default 20 processes and (other).
+        processes: (0..21)
+            .map(|i| ProcessTotals {
+                pid: (i < 20).then_some(1000 + i),
+                names: Some(Arc::new(ProcessNames {
+                    comm: format!("worker-{i}").into(),
+                    exe: "/usr/bin/worker".into(),
+                })),
+                workload: None,
+                running: true,
+                cpu_ns: 1_000_000_000,
+                joules: vec![1.0, 2.0],
+                watts: vec![Some(0.1), Some(0.2)],
+            })
+            .collect(),
+        busy_ratio: 0.5,
     };
     let power = PowerSnapshot {
         source: SourceKind::Powercap,
@@ -284,6 +390,7 @@ fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
                 zone: z.clone(),
                 joules: 1.4e6,
                 watts: Some(100.0),
+                path: Some(format!("aggregated-{z}")),
             })
             .collect(),
         dropped: Default::default(),
@@ -299,6 +406,17 @@ fn big_snapshot(containers: usize) -> node_agent::snapshot::Snapshot {
         map_capacity: 4096,
         pmu: PmuCounters::None,
         map_deletions: 0,
+        processes: ProcessesRead {
+            map_capacity: 8192,
+            ..Default::default()
+        },
+        cpu_info: (0..2)
+            .map(|i| CpuInfo {
+                processor: i.to_string(),
+                model_name: "bench".into(),
+                ..Default::default()
+            })
+            .collect(),
     };
     node_agent::snapshot::Snapshot::new(
         counters,
@@ -341,20 +459,21 @@ fn render() -> Result<()> {
         );
         Ok(())
     };
-    println!("/metrics render, 1,000 containers in 500 pods, 50 cgroups, 2 zones — {RUNS} runs");
+    println!(
+        "/metrics render, 1,000 containers in 500 pods, 50 cgroups, 20 processes and (other), 2 zones — {RUNS} runs"
+    );
     line("OpenMetrics", None, false)?;
     line("classic text", None, true)?;
     line("OpenMetrics + Kepler names", Some(Compat::Kepler), false)?;
     Ok(())
 }
 
-/// The agent's own cost with 1,000 live cgroups, at a 1 s interval, scraped every 5 s: CPU per
-/// interval (the agent runs in a cgroup of its own, whose cpu.stat is exact) and resident memory
-/// (VmRSS).
+/// The agent's own cost with 1,000 live cgroups, at a 1 s interval, scraped every 5 s, with
+/// processes counted and without: CPU per interval (the agent runs in a cgroup of its own, whose
+/// cpu.stat is exact) and resident memory (VmRSS).
 fn agent_cost() -> Result<()> {
-    use integration_tests::{Running, TestCgroup, agent_binary, free_port, http_get, wait_for};
+    use integration_tests::TestCgroup;
     const CGROUPS: usize = 1000;
-    const MEASURE: Duration = Duration::from_secs(30);
     let base = TestCgroup::new("bench")?;
     let mut cgroups = Vec::with_capacity(CGROUPS);
     let mut tasks = Vec::with_capacity(CGROUPS);
@@ -371,14 +490,41 @@ fn agent_cost() -> Result<()> {
         ));
         cgroups.push(cg);
     }
+    for processes in ["20", "0"] {
+        let own = TestCgroup::create_at(base.path.join(format!("agent-{processes}")))?;
+        let (series, used, rss_kib) = measure_agent(&own, processes)?;
+        drop(own);
+        println!(
+            "agent with {CGROUPS} live cgroups ({series} series), --metrics.processes {processes}, \
+             1 s interval, scraped every 5 s: {:.2} ms CPU per interval = {:.3}% of one core \
+             (target ≤ 0.5%); RSS {:.1} MiB (target ≤ 40 MiB)",
+            used * 1e3,
+            used * 100.0,
+            rss_kib / 1024.0
+        );
+    }
+    drop(tasks);
+    drop(cgroups);
+    drop(base);
+    Ok(())
+}
+
+/// Runs the agent in `own` for a while: the series it serves, its CPU seconds per second, its
+/// resident KiB.
+fn measure_agent(
+    own: &integration_tests::TestCgroup,
+    processes: &str,
+) -> Result<(usize, f64, f64)> {
+    use integration_tests::{agent_binary, free_port, http_get, wait_for};
+    const MEASURE: Duration = Duration::from_secs(30);
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let own = TestCgroup::create_at(base.path.join("agent"))?;
     let agent = Running(
         own.spawn(
             std::process::Command::new(agent_binary()?)
                 // Depth 3: each test cgroup is its own series, as 1,000 containers would be.
                 .args(["run", "--interval", "1s", "--attribution.cgroup-depth", "3"])
+                .args(["--metrics.processes", processes])
                 .args(["--web.listen-address", &addr])
                 .stderr(std::process::Stdio::null()),
         )?,
@@ -407,16 +553,5 @@ fn agent_cost() -> Result<()> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("VmRSS")?;
     drop(agent);
-    drop(own);
-    drop(tasks);
-    drop(cgroups);
-    drop(base);
-    println!(
-        "agent with {CGROUPS} live cgroups ({series} series), 1 s interval, scraped every 5 s: \
-         {:.2} ms CPU per interval = {:.3}% of one core (target ≤ 0.5%); RSS {:.1} MiB (target ≤ 40 MiB)",
-        used / wall * 1e3,
-        used / wall * 100.0,
-        rss_kib / 1024.0
-    );
-    Ok(())
+    Ok((series, used / wall, rss_kib))
 }
