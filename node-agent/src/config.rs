@@ -40,6 +40,9 @@ pub enum Command {
     Check,
     /// Energy, emissions, average power and CPU-hours per namespace, pod or node over a period,
     /// from the Prometheus that scrapes the agents (table, CSV, JSON, or one HTML file).
+    ///
+    /// Only the flags under "Report" apply; the agent's own flags, global to every subcommand,
+    /// are listed under their layers.
     Report(ReportArgs),
 }
 

@@ -79,7 +79,12 @@ fn the_page_shows_the_busy_container_first_and_the_snapshots_numbers() -> Result
             let s = get_json(&addr, "/api/v1/snapshot").ok()?;
             let h = get_json(&addr, "/api/v1/history").ok()?;
             let shared = |id| container(&s, id).is_some_and(|c| c["cpu_share"].is_number());
-            let points = h["points"].as_array()?.len();
+            // Points with power: the first snapshot has none (power needs two readings).
+            let points = h["points"]
+                .as_array()?
+                .iter()
+                .filter(|p| p["active_watts"].is_number())
+                .count();
             (shared(BUSY_ID) && shared(QUIET_ID) && points >= 4).then_some(())
         },
     )?;
@@ -195,6 +200,9 @@ fn check_header_and_cards(dom: &str, s: &Value) -> Result<()> {
         intensity.starts_with(&format!("{expected} gCO₂e/kWh")) && intensity.contains("default"),
         "carbon intensity shown as {intensity:?}, the JSON says {carbon}"
     );
+    let rate = text("carbon-rate")?;
+    let rate = rate.trim_end_matches("gCO₂e/h").trim();
+    matches("grams per hour", rate, &carbon["grams_per_hour"])?;
     Ok(())
 }
 

@@ -381,3 +381,121 @@ fn check_errors(url: &str) -> Result<()> {
     println!("report — errors name the fix: unreachable, no series, not a URL");
     Ok(())
 }
+
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A stand-in Prometheus that evaluates every recording rule to 2 (kWh or grams) and every
+/// other query to 1, and keeps what it was asked.
+async fn fake_query(
+    axum::extract::State(asked): axum::extract::State<Asked>,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (expr, at) = (
+        get("query").unwrap_or_default(),
+        get("time").unwrap_or_default(),
+    );
+    asked.lock().unwrap().push((expr.clone(), at));
+    let value = if expr.contains("wattlet_energy_kwh:increase1d") {
+        2.0 * 3.6e6
+    } else if expr.contains(":increase1d") {
+        2.0
+    } else {
+        1.0
+    };
+    let metric = if expr.starts_with("sum by (namespace)") {
+        json!({"namespace": "team-a"})
+    } else {
+        json!({})
+    };
+    let body = json!({"status": "success", "data": {"resultType": "vector",
+        "result": [{"metric": metric, "value": [0, value.to_string()]}]}});
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+async fn fake_rules() -> Response {
+    let rules: Vec<Value> = [
+        "namespace:wattlet_energy_kwh:increase1d",
+        "namespace:wattlet_emissions_grams:increase1d",
+        "namespace:wattlet_embodied_emissions_grams:increase1d",
+    ]
+    .iter()
+    .map(|name| json!({"name": name, "type": "recording", "query": "…"}))
+    .collect();
+    let body = json!({"status": "success", "data": {"groups": [
+        {"name": "wattlet.daily", "interval": 300, "rules": rules}
+    ]}});
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
+/// Whole UTC days come from the daily recording rules where Prometheus has them, the partial
+/// last day and the period from raw counters through increase().
+#[test]
+fn the_report_reads_whole_days_from_the_recording_rules() -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let asked = Asked::default();
+    let port = free_port()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))?;
+    let app = Router::new()
+        .route("/api/v1/query", get(fake_query))
+        .route("/api/v1/rules", get(fake_rules))
+        .with_state(asked.clone());
+    rt.spawn(async move { axum::serve(listener, app).await });
+
+    let url = format!("http://127.0.0.1:{port}");
+    let out = report_ok(&[
+        "--prometheus",
+        &url,
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-03T12:00:00Z",
+        "--format",
+        "json",
+    ])?;
+    let doc: Value = serde_json::from_str(&out)?;
+    let days = doc["days"].as_array().context("days")?;
+    let sources: Vec<_> = days
+        .iter()
+        .map(|d| d["source"].as_str().unwrap_or(""))
+        .collect();
+    ensure!(sources == ["rules", "rules", "raw"], "{sources:?}");
+    let kwh: Vec<_> = days
+        .iter()
+        .map(|d| d["groups"][0]["energy_kwh"].clone())
+        .collect();
+    ensure!(kwh[0] == 2.0 && kwh[1] == 2.0, "the rule's kWh: {kwh:?}");
+    ensure!(
+        days[0]["groups"][0]["operational_gco2e"] == 2.0,
+        "{}",
+        days[0]
+    );
+    // The rule of a day is read at the day's end; the partial day's counters at --to.
+    let asked = asked.lock().unwrap().clone();
+    let at = |rule: &str| -> Vec<String> {
+        asked
+            .iter()
+            .filter(|(q, _)| q.contains(rule))
+            .map(|(_, t)| t.clone())
+            .collect()
+    };
+    ensure!(
+        at("namespace:wattlet_energy_kwh:increase1d") == ["1793577600.000", "1793664000.000"],
+        "{asked:?}"
+    );
+    ensure!(
+        asked
+            .iter()
+            .any(|(q, t)| q.contains("wattlet_pod_energy_joules_total")
+                && q.contains("[43200s]")
+                && t == "1793707200.000"),
+        "no raw query for the last half day: {asked:?}"
+    );
+    // CPU has no rule: raw on every day.
+    ensure!(
+        at("wattlet_container_cpu_seconds_total").len() == 4,
+        "{asked:?}"
+    );
+    println!("report — whole days from the recording rules, the rest from raw counters");
+    Ok(())
+}

@@ -148,16 +148,19 @@ struct AgentDoc<'a> {
     shared_by: &'static str,
 }
 
-/// Filled once the snapshot carries carbon intensity (the carbon layer).
+/// The carbon layer's figures, when the snapshot carries them.
 #[derive(Serialize)]
 pub(crate) struct CarbonDoc<'a> {
     intensity_grams_per_kwh: f64,
     /// Where the intensity comes from (an API, a file, the built-in default).
     source: &'a str,
-    /// The grid zone it is for.
+    /// The grid zone it is for (empty when unknown).
     zone: &'a str,
-    /// The node's emissions at its current power.
-    grams_per_hour: f64,
+    /// Power Usage Effectiveness, multiplied into the emissions.
+    pue: f64,
+    /// The node's operational emissions at its current power (watts × intensity × PUE); null
+    /// until power is known.
+    grams_per_hour: Option<f64>,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -170,12 +173,14 @@ fn unix(t: SystemTime) -> f64 {
 pub(crate) fn snapshot<'a>(s: &'a Snapshot, node: &'a str) -> SnapshotDoc<'a> {
     let total = s.total_zones();
     let zones = &s.attribution.zones;
+    let node = node_doc(s, node, &total);
+    let carbon = carbon(s, node.watts);
     SnapshotDoc {
         version: VERSION,
         taken_at: unix(s.taken_at),
         interval_seconds: s.since_previous.map(|r| r.seconds),
         total_zones: total.iter().map(|&i| zones[i].as_str()).collect(),
-        node: node_doc(s, node, &total),
+        node,
         containers: s
             .containers
             .iter()
@@ -184,25 +189,22 @@ pub(crate) fn snapshot<'a>(s: &'a Snapshot, node: &'a str) -> SnapshotDoc<'a> {
         pods: s.pods.iter().map(|p| pod(s, &total, p)).collect(),
         cgroups: s.cgroups.iter().map(|c| cgroup(s, &total, c)).collect(),
         agent: agent(s, &total),
-        carbon: carbon(s),
+        carbon,
     }
 }
 
-/// The intensity in force and what the node emits at its current power (the zones of the
-/// total, active + idle, × intensity × PUE); null when the agent computes no carbon.
-fn carbon(s: &Snapshot) -> Option<CarbonDoc<'_>> {
+/// The intensity in force, its source and grid zone, the PUE, and what the node emits at its
+/// current power (`node_watts`: the zones of the total) × intensity × PUE, as grams per hour;
+/// null when the agent computes no carbon.
+fn carbon(s: &Snapshot, node_watts: Option<f64>) -> Option<CarbonDoc<'_>> {
     let c = s.carbon.as_ref()?;
-    let node = &s.attribution.node;
-    let watts: f64 = (s.total_zones().iter())
-        .filter_map(|&i| node.get(i))
-        .map(|z| z.active_watts.unwrap_or(0.0) + z.idle_watts.unwrap_or(0.0))
-        .sum();
     Some(CarbonDoc {
         intensity_grams_per_kwh: c.reading.grams_per_kwh,
         source: c.reading.source.as_str(),
         zone: c.reading.zone_label(),
+        pue: c.pue,
         // kW × g/kWh = g/h.
-        grams_per_hour: watts / 1000.0 * c.reading.grams_per_kwh * c.pue,
+        grams_per_hour: node_watts.map(|w| w / 1000.0 * c.reading.grams_per_kwh * c.pue),
     })
 }
 

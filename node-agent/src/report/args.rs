@@ -42,6 +42,7 @@ pub enum Format {
 /// Energy (kWh), operational and embodied emissions (gCO2e), average power and CPU-hours per
 /// group over a period, from the Prometheus that scrapes the agents.
 #[derive(Args, Clone, Debug, PartialEq)]
+#[command(next_help_heading = "Report")]
 pub struct ReportArgs {
     /// Prometheus's address (http:// or https://, with its path prefix if any), e.g.
     /// http://prometheus:9090.
@@ -64,6 +65,7 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value = "namespace")]
     pub by: GroupBy,
 
+    /// How to write the report.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 

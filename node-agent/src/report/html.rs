@@ -95,8 +95,8 @@ pub fn render(r: &Report) -> String {
 const FOOTER: &str = "<footer class=\"muted\"><p>energy (kWh) = the increase of the agents' \
     energy counters over the period, zones package + dram, ÷ 3.6 MJ · avg power (W) = energy ÷ \
     the period's length · CPU-hours = the increase of CPU-seconds ÷ 3600 · operational (gCO2e) = \
-    the increase of the agents' emissions counters (energy × grid intensity, counted each \
-    interval) · embodied (gCO2e) = the increase of the agents' embodied-emissions counters · \
+    the increase of the agents' emissions counters (energy × grid intensity × PUE, counted \
+    each interval) · embodied (gCO2e) = the increase of the agents' embodied-emissions counters · \
     n/a: the agents export no such series in the period.</p></footer>\n";
 
 fn tiles(r: &Report) -> String {

@@ -207,8 +207,8 @@ pub struct Report {
 }
 
 impl Report {
-    /// O ÷ E: the intensity the operational emissions amount to (with PUE, if the agents apply
-    /// one), in g/kWh.
+    /// O ÷ E: the intensity the operational emissions amount to (I × PUE, weighted by energy
+    /// when the intensity changed), in g/kWh.
     pub fn effective_intensity(&self) -> Option<f64> {
         let t = self.period.total();
         t.operational_grams

@@ -15,10 +15,11 @@ use crate::snapshot::TOTAL_ZONES;
 pub enum Measure {
     /// Joules.
     Energy,
-    /// Grams CO2e of the electricity (Scope 2), counted by the agents each interval with the
-    /// grid intensity (and PUE) in force then.
+    /// Grams CO2e of the electricity (Scope 2), counted by the agents each interval: its energy
+    /// × the grid intensity in force then × PUE.
     Operational,
-    /// Grams CO2e of the hardware's manufacture (Scope 3), the share the agents allocate.
+    /// Grams CO2e of the hardware's manufacture (Scope 3), amortised over its lifetime: a pod's
+    /// share by CPU time, or a node's whole.
     Embodied,
     /// CPU-seconds.
     Cpu,
@@ -60,8 +61,9 @@ pub fn series(by: GroupBy, m: Measure) -> String {
         (Measure::Operational, false) => {
             format!("wattlet_node_emissions_grams_total{{{}}}", zones())
         }
-        // The agents allocate embodied emissions to pods; a node's is the sum of its pods'.
-        (Measure::Embodied, _) => "wattlet_pod_embodied_emissions_grams_total".into(),
+        (Measure::Embodied, true) => "wattlet_pod_embodied_emissions_grams_total".into(),
+        // The whole server's: shared among workloads (active) and the capacity none used (idle).
+        (Measure::Embodied, false) => "wattlet_node_embodied_emissions_grams_total".into(),
         (Measure::Cpu, true) => "wattlet_container_cpu_seconds_total".into(),
         (Measure::Cpu, false) => "wattlet_node_cpu_seconds_total{mode=\"busy\"}".into(),
     }
@@ -178,6 +180,10 @@ mod tests {
             "node:wattlet_emissions_grams:increase1d"
         );
         assert_eq!(daily_rule(GroupBy::Node, Measure::Embodied), None);
+        assert_eq!(
+            increase(GroupBy::Node, Measure::Embodied, 60_000),
+            "sum by (node) (increase(wattlet_node_embodied_emissions_grams_total[60s]))"
+        );
         assert_eq!(daily_rule(GroupBy::Pod, Measure::Cpu), None);
     }
 }

@@ -115,7 +115,7 @@ pub fn sci(r: &Report) -> Vec<(&'static str, &'static str, String)> {
             .collect();
         let effective = r
             .effective_intensity()
-            .map(|e| format!("; O ÷ E = {} g/kWh", num(e)))
+            .map(|e| format!("; O ÷ E = {} g/kWh (I × PUE, weighted by energy)", num(e)))
             .unwrap_or_default();
         format!("mean {}{effective}", each.join(", "))
     };
@@ -123,8 +123,8 @@ pub fn sci(r: &Report) -> Vec<(&'static str, &'static str, String)> {
         format!("n/a: no {} in the period", series(Measure::Operational))
     } else {
         format!(
-            "{} gCO2e, counted by the agents each interval as energy × the intensity then \
-             ({})",
+            "{} gCO2e, counted by the agents each interval as energy × the intensity in force \
+             then × PUE ({})",
             opt(t.operational_grams),
             series(Measure::Operational)
         )

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::Snapshot;
+use super::{ContainerRow, Snapshot};
 use crate::kernel::CountersSnapshot;
 
 /// The interval since the previously published snapshot.
@@ -34,14 +34,14 @@ pub(super) fn since(s: &mut Snapshot, previous: &Snapshot) {
     }
     let share = |now: u64, before: u64| now.saturating_sub(before) as f64 / capacity as f64;
 
-    let before: HashMap<&str, u64> = previous
-        .containers
-        .iter()
-        .map(|c| (&*c.id, c.usage.counters.cpu_ns))
-        .collect();
+    let before = container_cpu(previous);
     for c in &mut s.containers {
-        let was = before.get(&*c.id).copied().unwrap_or(0);
-        c.usage.cpu_share = Some(share(c.usage.counters.cpu_ns, was));
+        c.usage.cpu_share = match before.get(&container_key(c)) {
+            // Two workloads under one key (a container id reused in another pod): unknown.
+            Some(None) => None,
+            Some(Some(was)) => Some(share(c.usage.counters.cpu_ns, *was)),
+            None => Some(share(c.usage.counters.cpu_ns, 0)),
+        };
     }
     let before: HashMap<&str, u64> = previous
         .cgroups
@@ -64,6 +64,22 @@ pub(super) fn since(s: &mut Snapshot, previous: &Snapshot) {
         busy_share: share(s.counters.busy_ns(), previous.counters.busy_ns()),
         agent_cpu_share: share(agent_ns(s), agent_ns(previous)),
     });
+}
+
+/// What tells a container row from another across snapshots.
+fn container_key(c: &ContainerRow) -> (&'static str, &str, &str) {
+    (c.runtime, &c.id, &c.pod_uid)
+}
+
+/// Each container's CPU time by key; `None` where two rows share a key.
+fn container_cpu(s: &Snapshot) -> HashMap<(&'static str, &str, &str), Option<u64>> {
+    let mut cpu = HashMap::new();
+    for c in &s.containers {
+        cpu.entry(container_key(c))
+            .and_modify(|v| *v = None)
+            .or_insert(Some(c.usage.counters.cpu_ns));
+    }
+    cpu
 }
 
 /// A pod's share is the sum of its containers'.
@@ -143,6 +159,36 @@ mod tests {
             .unwrap();
         // 0.75 s of CPU time of the 2 s the interval had.
         assert_eq!(sidecar.usage.cpu_share, Some(0.375));
+    }
+
+    /// The same container id in two pods (seen: tests reusing ids) are two rows, each with its
+    /// own share.
+    #[test]
+    fn rows_are_told_apart_by_runtime_id_and_pod() {
+        let twin = |s: &mut Snapshot, cpu_ns: u64| {
+            let mut c = s.containers[0].clone();
+            c.pod_uid = "another-pod".into();
+            c.usage.counters.cpu_ns = cpu_ns;
+            s.containers.push(c);
+        };
+        let mut before = fixture::snapshot();
+        twin(&mut before, 100_000_000_000);
+        let mut s = a_second_later();
+        twin(&mut s, 100_000_000_000);
+        since(&mut s, &before);
+        let web: Vec<_> = s
+            .containers
+            .iter()
+            .filter(|c| &*c.id == fixture::ID_WEB)
+            .map(|c| c.usage.cpu_share)
+            .collect();
+        assert_eq!(web, [Some(0.25), Some(0.0)]);
+        // Two rows under one key: unknown rather than wrong.
+        let mut before = fixture::snapshot();
+        before.containers.push(before.containers[0].clone());
+        let mut s = a_second_later();
+        since(&mut s, &before);
+        assert_eq!(s.containers[0].usage.cpu_share, None);
     }
 
     #[test]

@@ -144,9 +144,10 @@
     const c = s.carbon;
     $("carbon-card").hidden = c == null;
     if (c != null) {
-      setText("carbon-rate", c.grams_per_hour.toFixed(digits(c.grams_per_hour)) + " gCO₂e/h");
+      const rate = c.grams_per_hour;
+      setText("carbon-rate", rate == null ? "—" : rate.toFixed(digits(rate)) + " gCO₂e/h");
       setText("carbon-intensity", Math.round(c.intensity_grams_per_kwh) + " gCO₂e/kWh · " +
-        c.source + (c.zone ? " · " + c.zone : ""));
+        c.source + (c.zone ? " · " + c.zone : "") + (c.pue !== 1 ? " · PUE " + c.pue : ""));
     }
     setText("agent-cpu", percent(s.agent.cpu_share));
     setText("agent-energy", joules(s.agent.joules));
