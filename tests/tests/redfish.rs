@@ -10,7 +10,7 @@ use std::{
     collections::BTreeMap,
     ffi::OsStr,
     fs,
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{TcpListener, TcpStream},
     path::PathBuf,
     process::Command,

@@ -1,7 +1,8 @@
 //! Attribution: each interval, per zone, node energy → idle + active → workloads, by what the
 //! kernel counted. A short pipeline over four rooms: `deltas.rs` takes what changed since the
 //! last interval (per cgroup id, into per-workload deltas), `idle.rs` estimates each zone's idle
-//! power, [`split`] divides the energy (pure math, property-tested for conservation), and
+//! power, [`split`] divides the energy (pure math, property-tested for conservation; the
+//! `platform` zone of a BMC as package + dram + the rest, the rest split on its own), and
 //! `ledger.rs` keeps the totals per workload, pod and node and expires stopped workloads.
 //! `emissions.rs` turns each zone's split into grams at the intensity in force during the
 //! interval, and shares the server's embodied footprint by CPU time; the ledger keeps the
