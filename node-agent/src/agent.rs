@@ -21,7 +21,7 @@ use crate::{
     kernel::{KernelCounters, KernelOptions},
     kubernetes::{self, Metadata},
     power::{self, BusySample, Meter, PowerOptions},
-    snapshot::{Latest, Snapshot},
+    snapshot::{Latest, PlatformRow, Snapshot},
     sys,
     units::secs_from_ns,
 };
@@ -304,7 +304,14 @@ fn measure_loop(
                     started.elapsed(),
                     errors,
                 );
-                latest.publish(s.with_intensity_errors(carbon.intensity.errors()))
+                let platform = (meter.platform_meter()).map(|meter| PlatformRow {
+                    meter,
+                    totals: attributor.platform().unwrap_or_default(),
+                });
+                latest.publish(
+                    s.with_intensity_errors(carbon.intensity.errors())
+                        .with_platform(platform),
+                )
             }
             Err(e) => {
                 errors += 1;

@@ -24,13 +24,13 @@ use node_agent_common::CgroupCounters;
 
 use crate::{
     attribution::{
-        AttributionSnapshot, EXITED, Emissions, IdlePolicy, OTHER, PodTotals, ProcessTotals,
-        WorkloadTotals,
+        AttributionSnapshot, EXITED, Emissions, IdlePolicy, OTHER, PlatformTotals, PodTotals,
+        ProcessTotals, WorkloadTotals,
     },
     carbon::{ErrorCount, Reading},
     kernel::CountersSnapshot,
     kubernetes::{MetaIndex, MetaView, PodMeta},
-    power::PowerSnapshot,
+    power::{PlatformMeter, PowerSnapshot},
     workload::{Container, Vm, Workload},
 };
 
@@ -68,6 +68,16 @@ pub struct Snapshot {
     pub vms: Vec<VmRow>,
     /// With `--metrics.processes`: the shown processes, then `(other)`.
     pub processes: Vec<ProcessRow>,
+    /// The whole-platform meter (a BMC), when one is configured.
+    pub platform: Option<PlatformRow>,
+}
+
+/// The whole-platform meter: what it reads, whether it is stale, and the platform zone's own
+/// totals (its power and energy are the `platform` zone's, with the others).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlatformRow {
+    pub meter: PlatformMeter,
+    pub totals: PlatformTotals,
 }
 
 /// Carbon in one place: the grid intensity in force during the interval, the settings, the
@@ -204,7 +214,14 @@ impl Snapshot {
             since_previous: None,
             vms,
             processes,
+            platform: None,
         }
+    }
+
+    /// The whole-platform meter's row, when one is configured.
+    pub fn with_platform(mut self, platform: Option<PlatformRow>) -> Self {
+        self.platform = platform;
+        self
     }
 
     /// The intensity sources' failures so far (`Intensity::errors`), when carbon is computed.

@@ -4,6 +4,11 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::split::idle_intercept;
+use crate::power::zone::PLATFORM;
+
+/// The platform's rest (its power less the CPU zones') in the estimates: not a zone name (it
+/// has a space), so never a zone's key.
+const REST: &str = "platform rest";
 
 /// How a zone's idle power is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +85,30 @@ impl IdleEstimates {
         z.estimate
     }
 
+    /// Takes one interval of the platform's rest: its average power, if measured, and the CPU
+    /// zones' idle power in use. The rest's idle is measured on its own series by the same
+    /// estimators, or, with `--power.idle-watts platform=W`, is W less the CPU zones' idle. The
+    /// platform's estimate becomes the CPU zones' idle + the rest's. Returns the rest's idle
+    /// power (none before its second reading).
+    pub fn update_platform(
+        &mut self,
+        rest_watts: Option<f64>,
+        busy_ratio: f64,
+        cpu_idle: f64,
+    ) -> Option<f64> {
+        let configured = (self.configured.iter())
+            .find(|(z, _)| z == PLATFORM)
+            .map(|(_, w)| *w);
+        let measured = self.update(REST, rest_watts, busy_ratio, &[]);
+        let rest = match configured {
+            Some(w) => Some(((w - cpu_idle).max(0.0), IdleMethod::Configured)),
+            None => measured,
+        };
+        let platform = self.zones.entry(PLATFORM.to_owned()).or_default();
+        platform.estimate = rest.map(|(w, method)| (w + cpu_idle, method));
+        rest.map(|(w, _)| w)
+    }
+
     /// The idle power in use for `zone` (none before its second reading).
     pub fn estimate(&self, zone: &str) -> Option<(f64, IdleMethod)> {
         self.zones.get(zone).and_then(|z| z.estimate)
@@ -130,6 +159,31 @@ mod tests {
         );
         assert_eq!(e.estimate("package"), Some((7.0, IdleMethod::Model)));
         assert_eq!(e.estimate("core"), None);
+    }
+
+    #[test]
+    fn the_platforms_rest_has_its_own_estimate_and_the_platforms_adds_the_cpu_zones() {
+        let mut e = IdleEstimates::new(Vec::new(), 12);
+        assert_eq!(e.update_platform(None, 0.5, 40.0), None);
+        assert_eq!(e.estimate("platform"), None);
+        // The rest at 80 W + 20 W × busy: its intercept, and the platform's with 40 W of CPU idle.
+        let mut rest = None;
+        for i in 0..12 {
+            let busy = (i % 4) as f64 / 4.0;
+            rest = e.update_platform(Some(80.0 + 20.0 * busy), busy, 40.0);
+        }
+        assert!((rest.unwrap() - 80.0).abs() < 1e-9, "{rest:?}");
+        let (w, method) = e.estimate("platform").unwrap();
+        assert_eq!(method, IdleMethod::Regression);
+        assert!((w - 120.0).abs() < 1e-9, "{w}");
+        // Configured for the whole platform: the rest is what the CPU zones leave of it.
+        let mut e = IdleEstimates::new(vec![("platform".into(), 150.0)], 12);
+        assert_eq!(e.update_platform(Some(10.0), 0.5, 40.0), Some(110.0));
+        assert_eq!(
+            e.estimate("platform"),
+            Some((150.0, IdleMethod::Configured))
+        );
+        assert_eq!(e.update_platform(None, 0.5, 200.0), Some(0.0));
     }
 
     #[test]

@@ -107,18 +107,19 @@ impl Ledger {
         self.last_at = now;
     }
 
-    /// Adds one zone's energy of the interval, split, over `dt` seconds: the node's parts, each
-    /// workload's (`keys` in the order of the split), and the agent's part of active energy.
+    /// Adds one zone's energy of the interval, split, over `dt` seconds (none: its power is not
+    /// known): the node's parts, each workload's (`keys` in the order of the split), and the
+    /// agent's part of active energy.
     pub fn charge(
         &mut self,
         zone: &str,
         s: &Split,
-        dt: f64,
+        dt: Option<f64>,
         keys: &[Workload],
         agent_fraction: Option<f64>,
     ) {
         let zi = self.zone_index(zone);
-        let per_s = |j: f64| (dt > 0.0).then(|| j / dt);
+        let per_s = |j: f64| dt.filter(|dt| *dt > 0.0).map(|dt| j / dt);
         let node = self.node.entry(zone.to_owned()).or_default();
         node.active += s.active;
         node.idle += s.idle;

@@ -1,7 +1,8 @@
 //! Attribution: each interval, per zone, node energy → idle + active → workloads, by what the
 //! kernel counted. A short pipeline over four rooms: `deltas.rs` takes what changed since the
 //! last interval (per cgroup id, into per-workload deltas), `idle.rs` estimates each zone's idle
-//! power, [`split`] divides the energy (pure math, property-tested for conservation), and
+//! power, [`split`] divides the energy (pure math, property-tested for conservation; the
+//! `platform` zone of a BMC as package + dram + the rest, the rest split on its own), and
 //! `ledger.rs` keeps the totals per workload, pod and node and expires stopped workloads.
 //! `emissions.rs` turns each zone's split into grams at the intensity in force during the
 //! interval, and shares the server's embodied footprint by CPU time; the ledger keeps the
@@ -25,12 +26,17 @@ pub use options::{AttributionArgs, IDLE_WINDOW_INTERVALS, IdleWindowOutOfRange};
 pub use processes::{EXITED, OTHER, ProcessTotals};
 pub use snapshot::{
     AttributedCarbon, AttributionSnapshot, Emissions, IntervalCarbon, NodeGrams, NodeZone,
-    PodTotals, SourceGrams, WorkloadTotals,
+    PlatformTotals, PodTotals, SourceGrams, WorkloadTotals,
 };
-pub use split::{IdlePolicy, Split, idle_intercept, increase, split};
+pub use split::{
+    IdlePolicy, PlatformSplit, Split, idle_intercept, increase, split, split_platform,
+};
 
-use crate::{kernel::CountersSnapshot, power::PowerSnapshot};
-use deltas::{Deltas, Interval, Shares};
+use crate::{
+    kernel::CountersSnapshot,
+    power::{PowerSnapshot, zone},
+};
+use deltas::{Deltas, Interval, Shares, ZoneEnergy};
 use idle::IdleEstimates;
 use ledger::Ledger;
 use processes::{Inputs, Processes};
@@ -93,6 +99,8 @@ pub struct Attributor {
     idle: IdleEstimates,
     ledger: Ledger,
     processes: Processes,
+    /// The platform zone's totals, once one was read.
+    platform: Option<PlatformTotals>,
 }
 
 impl Attributor {
@@ -102,6 +110,7 @@ impl Attributor {
             idle: IdleEstimates::new(opts.configured_idle.clone(), opts.idle_window),
             ledger: Ledger::default(),
             processes: Processes::new(opts.processes, processes::LINGER),
+            platform: None,
             opts,
         }
     }
@@ -180,7 +189,8 @@ impl Attributor {
     }
 
     /// Each zone's energy since the last reading: idle by the zone's estimate, the rest active,
-    /// both split among the workloads; and in grams at the intensity in force. Returns the
+    /// both split among the workloads; and in grams at the intensity in force. The `platform`
+    /// zone comes last, split on top of the CPU zones (see [`split_platform`]). Returns the
     /// seconds since that reading (none at the first).
     fn charge_energy(
         &mut self,
@@ -191,6 +201,9 @@ impl Attributor {
         carbon: Option<&IntervalCarbon>,
     ) -> Option<f64> {
         let (dt, zones) = self.deltas.energy(power)?;
+        let (platform, zones): (Vec<_>, Vec<_>) =
+            zones.into_iter().partition(|z| z.zone == zone::PLATFORM);
+        let mut cpu = CpuZones::default();
         for z in zones {
             let estimate = self
                 .idle
@@ -198,15 +211,82 @@ impl Attributor {
             let idle_j = estimate.map_or(0.0, |(w, _)| w * dt.max(0.0));
             let policy = self.opts.idle_policy;
             let s = split(z.joules, idle_j, &shares.weights, &shares.running, policy);
-            self.ledger
-                .charge(z.zone, &s, dt, &shares.keys, shares.agent_fraction);
-            if let Some(c) = carbon {
-                let g = emissions::zone_grams(&s, c);
-                self.ledger.charge_grams(z.zone, &g, &shares.keys);
+            self.book(z.zone, &s, Some(dt), shares, carbon);
+            if CPU_ZONES.contains(&z.zone) {
+                cpu.idle_watts += estimate.map_or(0.0, |(w, _)| w);
+                cpu.splits.push(s);
             }
+        }
+        for z in platform {
+            let s = self.split_platform(&z, &cpu, dt, interval.busy_ratio, shares);
+            // A meter that measured nothing this interval (stale) shows no power for it.
+            let seconds = z.watts.is_some().then_some(dt);
+            self.book(z.zone, &s, seconds, shares, carbon);
         }
         Some(dt)
     }
+
+    /// The platform's interval: the CPU zones' splits plus the rest (its idle by its own
+    /// estimate), counted in the platform totals. A stale meter (no power this interval: no
+    /// energy either) has nothing to compare the CPU zones with: its interval is split alone.
+    fn split_platform(
+        &mut self,
+        z: &ZoneEnergy<'_>,
+        cpu: &CpuZones,
+        dt: f64,
+        busy_ratio: f64,
+        shares: &Shares,
+    ) -> Split {
+        let measured = z.watts.is_some() && dt > 0.0;
+        let cpu_joules: f64 = cpu.splits.iter().map(|s| s.idle + s.active).sum();
+        let rest_watts = measured.then(|| (z.joules - cpu_joules).max(0.0) / dt);
+        let rest_idle = self
+            .idle
+            .update_platform(rest_watts, busy_ratio, cpu.idle_watts);
+        let splits: Vec<&Split> = if measured {
+            cpu.splits.iter().collect()
+        } else {
+            Vec::new()
+        };
+        let (w, r) = (&shares.weights, &shares.running);
+        let idle_j = rest_idle.unwrap_or(0.0) * dt.max(0.0);
+        let p = split::split_platform(z.joules, &splits, idle_j, w, r, self.opts.idle_policy);
+        self.platform.get_or_insert_default().add(&p, measured);
+        p.split
+    }
+
+    /// Adds one zone's split interval to the ledger, in joules and in grams. `seconds`: the
+    /// interval's length, if its power is known.
+    fn book(
+        &mut self,
+        zone: &str,
+        s: &Split,
+        seconds: Option<f64>,
+        shares: &Shares,
+        carbon: Option<&IntervalCarbon>,
+    ) {
+        self.ledger
+            .charge(zone, s, seconds, &shares.keys, shares.agent_fraction);
+        if let Some(c) = carbon {
+            let g = emissions::zone_grams(s, c);
+            self.ledger.charge_grams(zone, &g, &shares.keys);
+        }
+    }
+
+    /// The platform zone's own totals, once a platform zone was read.
+    pub fn platform(&self) -> Option<PlatformTotals> {
+        self.platform
+    }
+}
+
+/// The zones the platform's figure contains, whose energy is measured beside it.
+const CPU_ZONES: [&str; 2] = [zone::PACKAGE, zone::DRAM];
+
+/// The CPU zones' interval, for the platform: their splits and their idle power in use.
+#[derive(Debug, Default)]
+struct CpuZones {
+    splits: Vec<Split>,
+    idle_watts: f64,
 }
 
 #[cfg(test)]

@@ -66,6 +66,30 @@ pub struct AttributionSnapshot {
     pub busy_ratio: f64,
 }
 
+/// The platform zone's own totals (joules since the agent started): what it holds beyond the
+/// CPU zones, and how often it could not be compared with them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PlatformTotals {
+    /// The rest (the platform less package and dram: fans, disks, NICs, the supplies' losses),
+    /// split into idle and active like a zone.
+    pub rest_idle_joules: f64,
+    pub rest_active_joules: f64,
+    /// The CPU zones' energy above the platform meter's figure, summed over the intervals in
+    /// which it read lower than they did (the platform was then the CPU zones scaled down).
+    pub cpu_excess_joules: f64,
+    /// Intervals in which the meter measured nothing (stale, or a new baseline after a gap).
+    pub unmeasured_intervals: u64,
+}
+
+impl PlatformTotals {
+    pub(crate) fn add(&mut self, p: &super::PlatformSplit, measured: bool) {
+        self.rest_idle_joules += p.rest.idle;
+        self.rest_active_joules += p.rest.active;
+        self.cpu_excess_joules += p.cpu_excess;
+        self.unmeasured_intervals += u64::from(!measured);
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodTotals {
     pub uid: Arc<str>,

@@ -84,6 +84,83 @@ pub fn split(
     s
 }
 
+/// The platform zone's interval, split: [`split_platform`]'s result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlatformSplit {
+    /// The whole platform: the CPU zones' splits plus the rest's, part by part.
+    pub split: Split,
+    /// The rest alone (fans, disks, NICs, the supplies' losses): its own idle and active.
+    pub rest: Split,
+    /// Joules by which the CPU zones exceeded the platform meter (0 unless it read lower than
+    /// they did): the platform was then shared as the CPU zones, scaled down to its figure.
+    pub cpu_excess: f64,
+}
+
+/// Splits one interval of the whole platform (a BMC's figure) into the CPU zones it contains
+/// and the rest: `platform` joules = Σ `cpu` zones' energy (package, dram, already split) + the
+/// rest. The rest's `rest_idle` joules are idle (clamped to 0..=rest) and the remainder active,
+/// shared like [`split`] shares a zone; each part of the result is the CPU zones' part plus the
+/// rest's, so each workload's platform share is at least its CPU zones' share.
+///
+/// A meter that reads lower than the CPU zones (its lag and averaging against RAPL's
+/// instant counters) leaves a negative rest: the rest is then 0 and the platform is the CPU
+/// zones' splits scaled down to `platform`, the difference counted in `cpu_excess`. With no
+/// CPU zones (none measured, or a meter with nothing to compare them with) it is [`split`].
+///
+/// Always: `kept_by_node + Σ workload_active + Σ workload_idle = platform` (up to rounding).
+pub fn split_platform(
+    platform: f64,
+    cpu: &[&Split],
+    rest_idle: f64,
+    weights: &[f64],
+    running: &[bool],
+    policy: IdlePolicy,
+) -> PlatformSplit {
+    let platform = clean(platform);
+    let n = weights.len();
+    let cpu_energy: f64 = cpu.iter().map(|s| s.idle + s.active).sum();
+    if platform < cpu_energy {
+        let rest = split(0.0, 0.0, weights, running, policy);
+        return PlatformSplit {
+            split: scaled_sum(cpu, platform / cpu_energy, n),
+            rest,
+            cpu_excess: cpu_energy - platform,
+        };
+    }
+    let rest = split(platform - cpu_energy, rest_idle, weights, running, policy);
+    let mut whole = scaled_sum(cpu, 1.0, n);
+    add(&mut whole, &rest, 1.0);
+    PlatformSplit {
+        split: whole,
+        rest,
+        cpu_excess: 0.0,
+    }
+}
+
+/// Σ `splits` × `factor`, part by part, over `n` workloads.
+fn scaled_sum(splits: &[&Split], factor: f64, n: usize) -> Split {
+    let mut sum = Split {
+        workload_active: vec![0.0; n],
+        workload_idle: vec![0.0; n],
+        ..Split::default()
+    };
+    for s in splits {
+        add(&mut sum, s, factor);
+    }
+    sum
+}
+
+/// `sum += s × factor`, part by part.
+fn add(sum: &mut Split, s: &Split, factor: f64) {
+    sum.idle += s.idle * factor;
+    sum.active += s.active * factor;
+    sum.kept_by_node += s.kept_by_node * factor;
+    let pairs = (sum.workload_active.iter_mut()).zip(&s.workload_active);
+    for (a, b) in pairs.chain(sum.workload_idle.iter_mut().zip(&s.workload_idle)) {
+        *a += b * factor;
+    }
+}
+
 /// A counter's increase since the previous reading: if it went down, it restarted from zero and
 /// the whole value is new.
 pub fn increase(previous: Option<u64>, now: u64) -> u64 {
@@ -195,6 +272,63 @@ pub(crate) mod tests {
                 None => prop_assert!(var < 0.01),
             }
         }
+    }
+
+    proptest! {
+        /// The platform conserves its own figure whatever the CPU zones say, and when it
+        /// reads at least their sum, every workload's platform share holds its CPU shares.
+        #[test]
+        fn the_platform_conserves_and_holds_the_cpu_shares(
+            cpu in proptest::collection::vec((0.0f64..1e4, -1.0f64..2e4), 0..3),
+            platform in 0.0f64..5e4,
+            rest_idle in -10.0f64..3e4,
+            ws in proptest::collection::vec((0.0f64..1e9, any::<bool>()), 0..20),
+            p in policy(),
+        ) {
+            let weights: Vec<f64> = ws.iter().map(|w| w.0).collect();
+            let running: Vec<bool> = ws.iter().map(|w| w.1).collect();
+            let zones: Vec<Split> = (cpu.iter())
+                .map(|(e, idle)| split(*e, *idle, &weights, &running, p))
+                .collect();
+            let refs: Vec<&Split> = zones.iter().collect();
+            let ps = split_platform(platform, &refs, rest_idle, &weights, &running, p);
+            let s = &ps.split;
+            prop_assert!(close(total(s), platform), "{} vs {platform}", total(s));
+            prop_assert!(close(s.idle + s.active, platform));
+            let cpu_energy: f64 = cpu.iter().map(|c| c.0).sum();
+            prop_assert!(close(ps.cpu_excess, (cpu_energy - platform).max(0.0)));
+            if platform >= cpu_energy {
+                for i in 0..weights.len() {
+                    let own = |s: &Split| s.workload_active[i] + s.workload_idle[i];
+                    let cpu_share: f64 = zones.iter().map(own).sum();
+                    prop_assert!(own(s) >= cpu_share, "{i}: {} < {cpu_share}", own(s));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_platform_is_the_cpu_zones_plus_the_rest_or_the_cpu_zones_scaled_down() {
+        let (w, r) = ([3.0, 1.0], [true, true]);
+        let package = split(100.0, 40.0, &w, &r, IdlePolicy::Node);
+        let dram = split(20.0, 0.0, &w, &r, IdlePolicy::Node);
+        // 200 J from the BMC: 120 J of CPU zones and a rest of 80 J, 50 J of it idle.
+        let p = split_platform(200.0, &[&package, &dram], 50.0, &w, &r, IdlePolicy::Node);
+        assert_eq!(
+            (p.rest.idle, p.rest.active, p.cpu_excess),
+            (50.0, 30.0, 0.0)
+        );
+        assert_eq!((p.split.idle, p.split.active), (90.0, 110.0));
+        assert_eq!(p.split.workload_active, [60.0 + 22.5, 20.0 + 7.5]);
+        assert_eq!(p.split.kept_by_node, 90.0);
+        // 60 J from the BMC, below the CPU zones' 120 J: their splits at half, 60 J counted.
+        let p = split_platform(60.0, &[&package, &dram], 50.0, &w, &r, IdlePolicy::Node);
+        assert_eq!((p.rest.idle + p.rest.active, p.cpu_excess), (0.0, 60.0));
+        assert_eq!(p.split.workload_active, [30.0, 10.0]);
+        assert_eq!(p.split.kept_by_node, 20.0);
+        // Nothing to compare with: a plain split.
+        let p = split_platform(60.0, &[], 10.0, &w, &r, IdlePolicy::Node);
+        assert_eq!(p.split, split(60.0, 10.0, &w, &r, IdlePolicy::Node));
     }
 
     #[test]

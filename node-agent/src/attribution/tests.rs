@@ -600,3 +600,167 @@ proptest! {
             "{workloads} + {} + {} vs {want}", c.embodied_idle, c.expired.embodied);
     }
 }
+
+/// One interval of the platform test: package, dram and the platform meter's joules, and
+/// whether the meter was stale (no energy, no power).
+#[derive(Clone, Debug)]
+struct Meters {
+    package: f64,
+    dram: f64,
+    platform: f64,
+    stale: bool,
+}
+
+fn meters() -> impl Strategy<Value = Vec<Meters>> {
+    let one = (
+        0.0f64..300.0,
+        0.0f64..50.0,
+        0.0f64..900.0,
+        prop::bool::weighted(0.2),
+    );
+    proptest::collection::vec(one, 40).prop_map(|v| {
+        (v.into_iter())
+            .map(|(package, dram, platform, stale)| Meters {
+                package,
+                dram,
+                platform,
+                stale,
+            })
+            .collect()
+    })
+}
+
+/// The three zones at `at_s`, cumulative; the platform without power while stale.
+fn platform_power(at_s: u64, totals: [f64; 3], stale: bool) -> PowerSnapshot {
+    let mut p = power(at_s, totals[1]);
+    let zone = |zone: &str, joules: f64, watts: Option<f64>| ZoneSample {
+        zone: zone.into(),
+        joules,
+        watts,
+        path: None,
+    };
+    p.zones = vec![
+        zone("dram", totals[0], Some(1.0)),
+        zone("package", totals[1], Some(1.0)),
+        zone("platform", totals[2], (!stale).then_some(1.0)),
+    ];
+    p
+}
+
+/// Each workload's joules per zone, by its debug name.
+fn per_workload(s: &AttributionSnapshot) -> BTreeMap<String, Vec<f64>> {
+    (s.workloads.iter())
+        .map(|w| (format!("{:?}", w.workload), w.joules.clone()))
+        .collect()
+}
+
+proptest! {
+    /// The platform over intervals with stale gaps, a meter below the CPU zones, and cgroups
+    /// that come and go: Σ workloads' platform + kept + expired = the node's platform = the
+    /// meter's joules, to 1e-9; in each interval where the meter read at least package + dram,
+    /// every workload's platform share is at least its package + dram share; a stale interval
+    /// shows no platform power; the CPU zones' excess is what the meter read below them.
+    #[test]
+    fn the_platform_is_conserved_and_holds_the_cpu_shares(
+        steps in steps(),
+        meters in meters(),
+        p in policy(),
+        platform_idle in prop::option::of(0.0f64..300.0),
+        retention_s in 1u64..10,
+    ) {
+        let mut configured = vec![("package".to_owned(), 20.0)];
+        configured.extend(platform_idle.map(|w| ("platform".to_owned(), w)));
+        let mut a = Attributor::new(AttributionOptions {
+            idle_policy: p,
+            configured_idle: configured,
+            retention: Duration::from_secs(retention_s),
+            max_workloads: 4,
+            ..AttributionOptions::default()
+        });
+        let (mut totals, mut excess) = ([0.0f64; 3], 0.0);
+        let mut before: Option<AttributionSnapshot> = None;
+        let mut series = Monotonic::default();
+        for (t, (step, m)) in steps.iter().zip(&meters).enumerate() {
+            if t > 0 {
+                totals[0] += m.dram;
+                totals[1] += m.package;
+                if !m.stale {
+                    totals[2] += m.platform;
+                    excess += (m.package + m.dram - m.platform).max(0.0);
+                }
+            }
+            let c = drive_counters(t, step, &steps[..t]);
+            let s = a.update(&c, Some(&platform_power(t as u64 + 1, totals, m.stale)), &[], 0, None);
+            prop_assert_eq!(&s.zones, &["dram", "package", "platform"]);
+            series.check(per_workload(&s).into_iter().map(|(k, j)| (k, j[2])))?;
+            if t > 0 && m.stale {
+                prop_assert_eq!(s.node[2].active_watts, None, "no platform power while stale");
+            }
+            if let Some(b) = before.filter(|_| t > 0 && !m.stale && m.platform >= m.package + m.dram) {
+                let (then, now) = (per_workload(&b), per_workload(&s));
+                for (w, j) in &now {
+                    let j0 = then.get(w).cloned().unwrap_or_else(|| vec![0.0; 3]);
+                    let cpu = (j[0] - j0[0]) + (j[1] - j0[1]);
+                    prop_assert!(j[2] - j0[2] >= cpu - 1e-9 * j[2].max(1.0),
+                        "{w}: platform {} < package + dram {cpu}", j[2] - j0[2]);
+                }
+            }
+            let node = &s.node[2];
+            let workloads: f64 = s.workloads.iter().map(|w| w.joules[2]).sum();
+            let tol = 1e-9 * totals[2].max(1.0);
+            prop_assert!((node.active_joules + node.idle_joules - totals[2]).abs() <= tol);
+            prop_assert!((workloads + s.expired_joules[2] + node.kept_joules - totals[2]).abs() <= tol,
+                "{workloads} + {} + {} vs {}", s.expired_joules[2], node.kept_joules, totals[2]);
+            let pt = a.platform().unwrap_or_default();
+            prop_assert!((pt.cpu_excess_joules - excess).abs() <= 1e-9 * excess.max(1.0));
+            before = Some(s);
+        }
+    }
+}
+
+/// The kernel counters of step `t` of [`drive`]'s cgroups, recomputed from the steps before it.
+fn drive_counters(t: usize, step: &Step, earlier: &[Step]) -> CountersSnapshot {
+    let paths = [
+        "/".to_owned(),
+        "/system.slice/a.service".to_owned(),
+        format!(
+            "/kubepods.slice/kubepods-pod6f1c3a2e_8a55_4b3e_9a4e_2d0f4c1b7e21.slice/cri-containerd-{ID}.scope"
+        ),
+        "/user.slice".to_owned(),
+        format!("/docker/{}", ID.replace('0', "f")),
+        "/system.slice/b.service".to_owned(),
+    ];
+    let mut c = counters(t as u64 + 1, &[], 0);
+    let mut busy = 0;
+    for (i, path) in paths.iter().enumerate() {
+        // Cumulative CPU time since the cgroup's last (re)creation; a missing step removes it.
+        let mut own = 0u64;
+        let mut incarnation = 0u64;
+        for s in earlier.iter().chain([step]) {
+            let (exists, _, ran, _) = s.present[i];
+            if exists {
+                own += ran;
+                busy += ran;
+            } else {
+                own = 0;
+                incarnation += 1;
+            }
+        }
+        let (exists, gone, _, _) = step.present[i];
+        if exists {
+            c.cgroups.insert(
+                i as u64 * 1000 + incarnation,
+                CgroupSample {
+                    path: Some(Arc::from(path.as_str())),
+                    counters: CgroupCounters {
+                        cpu_ns: own,
+                        ..Default::default()
+                    },
+                    gone,
+                },
+            );
+        }
+    }
+    c.cpus = counters(t as u64 + 1, &[], busy).cpus;
+    c
+}

@@ -176,6 +176,24 @@ fn golden_carbon_families_only_when_configured() {
     }
 }
 
+/// A stale BMC: no `kepler_platform_watts` series (as Kepler emits none without a reading), and
+/// the stale gauge at 1; without a BMC, no platform families at all.
+#[test]
+fn golden_a_stale_platform_meter_shows_no_power() {
+    let mut s = fixture::snapshot();
+    if let Some(p) = &mut s.platform {
+        p.meter.stale = true;
+    }
+    let text = rendered(s, Some(Compat::Kepler));
+    assert!(text.contains("# TYPE kepler_platform_watts gauge\n"));
+    assert!(!text.contains("kepler_platform_watts{"), "{text}");
+    assert!(text.contains("wattlet_platform_stale{node=\"node-1\",source=\"redfish\"} 1.0\n"));
+    let mut s = fixture::snapshot();
+    s.platform = None;
+    let text = rendered(s, Some(Compat::Kepler));
+    assert!(!text.contains("platform_"), "{text}");
+}
+
 /// Before the first interval: build info only, no snapshot families.
 #[test]
 fn golden_nothing_before_the_first_snapshot() {

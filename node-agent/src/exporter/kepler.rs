@@ -3,7 +3,8 @@
 //! node zones (with the powercap `path`), CPU info and usage, build info, processes (the same
 //! bounded series as Wattlet's), containers, pods and VMs. Kepler puts the node in `node_name`
 //! (not on `kepler_node_cpu_info` and `kepler_build_info`, as in Kepler); Wattlet's `node` label
-//! stays as well. Kepler's GPU and platform (Redfish) series are not emitted.
+//! stays as well. With a BMC (`--power.redfish.url`), `kepler_platform_watts` as Kepler's
+//! Redfish collector labels it. Kepler's GPU series are not emitted.
 
 use std::fmt;
 
@@ -15,6 +16,7 @@ use super::{
 };
 use crate::{
     attribution::NodeZone,
+    power::zone,
     snapshot::{ContainerRow, PodRow, ProcessRow, Snapshot, VmRow},
 };
 
@@ -73,6 +75,7 @@ fn state(running: bool) -> &'static str {
 /// `node` is the node's name as given (escaped with every other label value).
 pub(super) fn encode(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
     nodes(enc, s, node)?;
+    platform(enc, s, node)?;
     node_info(enc, s, node)?;
     processes(enc, s, node)?;
     containers(enc, s, node)?;
@@ -140,6 +143,39 @@ fn nodes(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
         "kepler_node_cpu_idle_watts",
         "Kepler-compatible: idle power of the node per zone.",
         node_series(|n| n.idle_watts),
+    )
+}
+
+/// The BMC's figure, labelled as Kepler's Redfish collector labels it (the PowerControl labels
+/// empty when the figure is the power supplies' input power): the `platform` zone's power
+/// since the previous reading. Absent until the BMC has answered, and while it is stale.
+fn platform(enc: &mut DescriptorEncoder, s: &Snapshot, node: &str) -> fmt::Result {
+    let Some(p) = &s.platform else {
+        return Ok(());
+    };
+    let watts = (s.power.iter())
+        .flat_map(|p| &p.zones)
+        .find(|z| z.zone == zone::PLATFORM)
+        .and_then(|z| z.watts)
+        .filter(|_| !p.meter.stale);
+    let series = p.meter.labels.as_ref().zip(watts).map(|(l, w)| {
+        (
+            [
+                ("source", p.meter.kind.as_str()),
+                ("node_name", node),
+                ("bmc_id", l.bmc_id.as_str()),
+                ("chassis_id", l.chassis_id.as_str()),
+                ("power_control_id", l.power_control_id.as_str()),
+                ("power_control_name", l.power_control_name.as_str()),
+            ],
+            w,
+        )
+    });
+    gauge_family(
+        enc,
+        "kepler_platform_watts",
+        "Kepler-compatible: power of the whole platform from the BMC (Redfish), over the last interval.",
+        series,
     )
 }
 

@@ -7,8 +7,10 @@ use prometheus_client::encoding::DescriptorEncoder;
 
 use super::families::{NS_PER_S, counter_family, flag, gauge, gauge_family, info};
 use crate::{
-    attribution::AttributionSnapshot, kernel::CountersSnapshot, power::PowerSnapshot,
-    snapshot::Snapshot,
+    attribution::AttributionSnapshot,
+    kernel::CountersSnapshot,
+    power::PowerSnapshot,
+    snapshot::{PlatformRow, Snapshot},
 };
 
 pub(super) fn encode(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
@@ -17,6 +19,9 @@ pub(super) fn encode(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
         energy(enc, &s.attribution, flag(power.estimated))?;
         idle_power(enc, &s.attribution, flag(power.estimated))?;
         source(enc, power)?;
+        if let Some(p) = &s.platform {
+            platform(enc, p)?;
+        }
     }
     Ok(())
 }
@@ -107,5 +112,34 @@ fn source(enc: &mut DescriptorEncoder, w: &PowerSnapshot) -> fmt::Result {
         w.dropped.iter().map(|((zone, reason), n)| {
             ([("zone", zone.as_str()), ("reason", reason.as_str())], *n)
         }),
+    )
+}
+
+/// The whole-platform meter: whether it is stale, and what the platform holds beyond the CPU
+/// zones (its energy is the `platform` zone's in the families above).
+fn platform(enc: &mut DescriptorEncoder, p: &PlatformRow) -> fmt::Result {
+    let source = [("source", p.meter.kind.as_str())];
+    gauge_family(
+        enc,
+        "wattlet_platform_stale",
+        "1 while the whole-platform meter's last reading is older than its staleness bound (--power.redfish.staleness): the platform zone then counts no energy and shows no power.",
+        [(source, if p.meter.stale { 1.0 } else { 0.0 })],
+    )?;
+    let t = &p.totals;
+    counter_family(
+        enc,
+        "wattlet_platform_rest_joules",
+        "Energy of the platform beyond package and dram (fans, disks, NICs, the supplies' losses), idle and active: platform = package + dram + this rest.",
+        [
+            ("active", t.rest_active_joules),
+            ("idle", t.rest_idle_joules),
+        ]
+        .map(|(mode, j)| ([("source", source[0].1), ("mode", mode)], j)),
+    )?;
+    counter_family(
+        enc,
+        "wattlet_platform_cpu_excess_joules",
+        "Energy by which package + dram exceeded the whole-platform meter, in intervals where it read lower than they did (its lag and averaging): the platform was then shared as the CPU zones scaled down to its figure.",
+        [(source, t.cpu_excess_joules)],
     )
 }

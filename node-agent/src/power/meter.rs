@@ -10,8 +10,8 @@ use std::{
 use log::warn;
 
 use super::{
-    BusySample, DropReason, Opened, PlatformOpened, ReadContext, SourceError, SourceKind,
-    SourceReading,
+    BusySample, DropReason, Opened, PlatformKind, PlatformLabels, PlatformOpened, ReadContext,
+    SourceError, SourceKind, SourceReading,
 };
 use crate::sys;
 
@@ -48,12 +48,24 @@ pub struct PowerSnapshot {
     pub errors: u64,
 }
 
+/// The whole-platform meter as of the last read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlatformMeter {
+    pub kind: PlatformKind,
+    /// What it reads (none until it has answered).
+    pub labels: Option<PlatformLabels>,
+    /// Its last reading was older than its staleness bound: nothing is counted meanwhile.
+    pub stale: bool,
+}
+
 /// Reads the chosen source and keeps the running totals the snapshots report.
 pub struct Meter {
     opened: Opened,
     platform: Option<PlatformOpened>,
     /// A CPU source's zone that the platform meter's replaced, warned about once.
     warned_clash: bool,
+    /// The platform meter was stale at the last read.
+    platform_stale: bool,
     /// Each zone's path, as the source gave it when opened.
     paths: BTreeMap<String, String>,
     /// Per zone, the last complete reading (time, joules) power is measured from.
@@ -69,6 +81,7 @@ impl Meter {
             opened,
             platform: None,
             warned_clash: false,
+            platform_stale: false,
             baseline: BTreeMap::new(),
             dropped: BTreeMap::new(),
             errors: 0,
@@ -94,6 +107,15 @@ impl Meter {
         self.platform.as_ref()
     }
 
+    /// The whole-platform meter as of the last read, if one is configured.
+    pub fn platform_meter(&self) -> Option<PlatformMeter> {
+        self.platform.as_ref().map(|p| PlatformMeter {
+            kind: p.kind,
+            labels: p.source.platform_labels(),
+            stale: self.platform_stale,
+        })
+    }
+
     /// Reads the source now, with the kernel counters' busy time for the model. Returns the
     /// snapshot and this read's errors (for the log).
     pub fn read(&mut self, busy: Option<BusySample>) -> (PowerSnapshot, Vec<SourceError>) {
@@ -113,6 +135,7 @@ impl Meter {
         let mut r = self.opened.source.read(ctx);
         if let Some(p) = &mut self.platform {
             let pr = p.source.read(ctx);
+            self.platform_stale = !pr.stale.is_empty();
             self.warned_clash |= merge(&mut r, pr, !self.warned_clash);
         }
         for (zone, reason) in &r.dropped {
@@ -371,8 +394,10 @@ mod tests {
                 ("platform".into(), 200.0, Some(200.0))
             ]
         );
+        assert!(!m.platform_meter().unwrap().stale);
         for t in [2, 62] {
             let (s, _) = m.read_with(&ctx(t));
+            assert!(m.platform_meter().unwrap().stale);
             assert_eq!(s.zones[1].watts, None, "stale at {t} s");
             assert_eq!(s.zones[1].joules, 200.0);
             assert!(s.zones[0].watts.is_some(), "the CPU zones go on");

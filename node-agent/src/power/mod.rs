@@ -35,11 +35,11 @@ pub mod zone;
 
 pub use counter::{DropReason, EnergyCounter, PowerIntegrator, Update};
 pub use error::{ReadError, SourceError};
-pub use meter::{Meter, PowerSnapshot, ZoneSample};
+pub use meter::{Meter, PlatformMeter, PowerSnapshot, ZoneSample};
 pub use model::ModelOverrides;
 pub use options::PowerOptions;
 pub use select::{Probe, Selection, open, select};
 pub use source::{
-    BusySample, EnergySource, Opened, PlatformKind, PlatformOpened, ReadContext, SourceKind,
-    SourceReading,
+    BusySample, EnergySource, Opened, PlatformKind, PlatformLabels, PlatformOpened, ReadContext,
+    SourceKind, SourceReading,
 };

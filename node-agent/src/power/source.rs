@@ -78,6 +78,26 @@ pub trait EnergySource: Send {
     fn zone_paths(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+
+    /// What a whole-platform meter reads now, as Kepler labels it; none until it knows.
+    fn platform_labels(&self) -> Option<PlatformLabels> {
+        None
+    }
+}
+
+/// What a whole-platform meter reads, as Kepler's `kepler_platform_watts` labels it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformLabels {
+    /// The BMC (its host, as in `--power.redfish.url`).
+    pub bmc_id: String,
+    /// The chassis whose figure it is.
+    pub chassis_id: String,
+    /// The PowerControl entry's `MemberId` and `Name`, when the figure is one; empty for the
+    /// power supplies' input power.
+    pub power_control_id: String,
+    pub power_control_name: String,
+    /// Which resource gives the figure, in words.
+    pub resource: String,
 }
 
 /// An opened source, ready to read.

@@ -3,7 +3,7 @@
 //! with the reserved rows and a path that needs escaping, a VM, processes (in a container, in a
 //! cgroup, in the VM, one that exited unnamed) and `(other)`, two CPUs, the agent about
 //! itself, hardware PMU, and carbon (an API reading for zone DE, a PUE, embodied emissions, one
-//! container and the node with grams from before a failover to the default).
+//! container and the node with grams from before a failover to the default), and a BMC.
 //! Its figures are made up; what matters is that every family has something to show.
 
 use std::{
@@ -14,17 +14,20 @@ use std::{
 
 use node_agent_common::CgroupCounters;
 
-use super::Snapshot;
+use super::{PlatformRow, Snapshot};
 use crate::{
     attribution::{
         AttributedCarbon, AttributionSnapshot, Emissions, IdleMethod, IdlePolicy, IntervalCarbon,
-        NodeGrams, NodeZone, OVERFLOW, PodTotals, ProcessTotals, SourceGrams, UNSEEN,
-        WorkloadTotals,
+        NodeGrams, NodeZone, OVERFLOW, PlatformTotals, PodTotals, ProcessTotals, SourceGrams,
+        UNSEEN, WorkloadTotals,
     },
     carbon::{self, ErrorCount, Reading},
     kernel::{CountersSnapshot, CpuInfo, CpuTime, PmuCounters, ProcessNames, ProcessesRead},
     kubernetes::{ContainerMeta, MetaIndex, MetaView, PodMeta},
-    power::{DropReason, PowerSnapshot, SourceKind, ZoneSample},
+    power::{
+        DropReason, PlatformKind, PlatformLabels, PlatformMeter, PowerSnapshot, SourceKind,
+        ZoneSample,
+    },
     workload::{Container, Qos, Vm, Workload},
 };
 
@@ -381,7 +384,14 @@ fn power() -> PowerSnapshot {
         model_family: Some("average".into()),
         at_unix: 1_700_000_000.5,
         at: Duration::from_secs(100),
-        zones: vec![zone("dram", 52.5, 2.5), zone("package", 1500.25, 15.0)],
+        zones: vec![
+            zone("dram", 52.5, 2.5),
+            zone("package", 1500.25, 15.0),
+            ZoneSample {
+                path: None,
+                ..zone("platform", 10_812.5, 112.5)
+            },
+        ],
         dropped: [
             (("dram".to_owned(), DropReason::Backwards), 1),
             (("package".to_owned(), DropReason::AboveCeiling), 2),
@@ -462,4 +472,28 @@ pub(crate) fn snapshot() -> Snapshot {
         1,
     )
     .with_intensity_errors(intensity_errors())
+    .with_platform(Some(platform()))
+}
+
+/// A BMC read through a PowerControl entry (its zone is in [`power`] only).
+fn platform() -> PlatformRow {
+    PlatformRow {
+        meter: PlatformMeter {
+            kind: PlatformKind::Redfish,
+            labels: Some(PlatformLabels {
+                bmc_id: "bmc-1.example:443".into(),
+                chassis_id: "1U".into(),
+                power_control_id: "0".into(),
+                power_control_name: "Server \"Power\" Control".into(),
+                resource: "the system's consumed power".into(),
+            }),
+            stale: false,
+        },
+        totals: PlatformTotals {
+            rest_idle_joules: 8000.0,
+            rest_active_joules: 1250.5,
+            cpu_excess_joules: 3.25,
+            unmeasured_intervals: 2,
+        },
+    }
 }

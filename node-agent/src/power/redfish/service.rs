@@ -18,6 +18,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::{RedfishError, client::Client};
+use crate::power::PlatformLabels;
 
 /// How the system was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub(crate) enum Resource {
     PowerControl {
         power: String,
         index: usize,
+        /// The entry's `MemberId` (its index if it has none) and `Name`.
+        member_id: String,
         name: String,
     },
 }
@@ -109,6 +112,26 @@ impl fmt::Display for Target {
             "system {} ({why}), chassis {}: {}",
             self.system.id, self.chassis, self.resource
         )
+    }
+}
+
+impl Target {
+    /// How Kepler labels this figure (`kepler_platform_watts`): the chassis, and the
+    /// PowerControl entry when the figure is one (empty for the supplies' input power).
+    pub(crate) fn labels(&self, bmc: &str) -> PlatformLabels {
+        let (id, name) = match &self.resource {
+            Resource::PowerControl {
+                member_id, name, ..
+            } => (member_id.clone(), name.clone()),
+            Resource::Supplies(_) | Resource::LegacySupplies { .. } => Default::default(),
+        };
+        PlatformLabels {
+            bmc_id: bmc.to_owned(),
+            chassis_id: self.chassis.clone(),
+            power_control_id: id,
+            power_control_name: name,
+            resource: self.resource.to_string(),
+        }
     }
 }
 
@@ -374,6 +397,9 @@ fn power_resource(
         Ok((index, name)) => Ok(Resource::PowerControl {
             power: path.to_owned(),
             index,
+            member_id: (doc.pointer(&format!("/PowerControl/{index}/MemberId")))
+                .and_then(Value::as_str)
+                .map_or_else(|| index.to_string(), str::to_owned),
             name,
         }),
         Err(why) => {

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::{
     power::{
-        EnergySource, PlatformKind, PlatformOpened, PowerIntegrator, ReadContext, SourceReading,
-        Update, sysfs::read_attr, zone,
+        EnergySource, PlatformKind, PlatformLabels, PlatformOpened, PowerIntegrator, ReadContext,
+        SourceReading, Update, sysfs::read_attr, zone,
     },
     sys,
 };
@@ -44,6 +44,8 @@ pub(crate) struct State {
     /// Failed reads so far, and the last one's error.
     pub failures: u64,
     pub last_error: Option<String>,
+    /// What the last good reading was of.
+    pub labels: Option<PlatformLabels>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +119,10 @@ impl EnergySource for Redfish {
         out.zones = vec![(zone::PLATFORM.into(), self.integrator.joules())];
         out
     }
+
+    fn platform_labels(&self) -> Option<PlatformLabels> {
+        self.shared.state().labels
+    }
 }
 
 /// Opens the BMC: the client set up, the reader started, its first answer awaited (a bounded
@@ -147,6 +153,7 @@ pub fn open(
     let (first_tx, first_rx) = mpsc::channel();
     let (stop, stop_rx) = watch::channel(());
     let reader = Reader {
+        bmc: bmc_id(&url),
         client,
         want,
         interval: opts.interval,
@@ -193,8 +200,15 @@ fn host_uuid(sysfs: &Path) -> Result<String, String> {
     Ok(uuid)
 }
 
+/// The BMC as Kepler's `bmc_id` names it: the host (and port) of its URL.
+fn bmc_id(url: &super::RedfishUrl) -> String {
+    url.origin.trim_start_matches("https://").to_owned()
+}
+
 /// The background reader.
 pub(crate) struct Reader {
+    /// The BMC's name in the labels.
+    pub bmc: String,
     pub client: Client,
     pub want: Want,
     pub interval: Duration,
@@ -237,7 +251,11 @@ impl Reader {
                         at: sys::monotonic_now(),
                         watts,
                     };
-                    self.shared.update(|s| s.sample = Some(sample));
+                    let labels = target.as_ref().map(|t| t.labels(&self.bmc));
+                    self.shared.update(|s| {
+                        s.sample = Some(sample);
+                        s.labels = labels;
+                    });
                     (failures, reads) = (0, reads + 1);
                     if let (Some(f), Some(t)) = (first.take(), &target) {
                         let _ = f.send(Ok((t.clone(), watts)));
