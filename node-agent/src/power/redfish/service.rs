@@ -19,6 +19,23 @@ use serde_json::Value;
 
 use super::{RedfishError, client::Client};
 
+/// What discovery and reading need of a Redfish service: its root and a GET of a path. The
+/// BMC's HTTPS [`Client`] in the agent; an in-memory service in the redfish fuzz target.
+pub(crate) trait Fetch {
+    fn root(&self) -> &str;
+    async fn get(&self, path: &str) -> Result<Value, RedfishError>;
+}
+
+impl Fetch for Client {
+    fn root(&self) -> &str {
+        Client::root(self)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, RedfishError> {
+        Client::get(self, path).await
+    }
+}
+
 /// How the system was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Chosen {
@@ -122,7 +139,7 @@ pub(crate) struct Want {
 }
 
 /// Finds this node's system, chassis and power resource.
-pub(crate) async fn discover(client: &Client, want: &Want) -> Result<Target, RedfishError> {
+pub(crate) async fn discover(client: &impl Fetch, want: &Want) -> Result<Target, RedfishError> {
     let root_path = client.root().to_owned();
     let root = client.get(&root_path).await?;
     let systems_path =
@@ -158,7 +175,7 @@ pub(crate) async fn discover(client: &Client, want: &Want) -> Result<Target, Red
 }
 
 /// Reads the platform power from a discovered resource, in watts.
-pub(crate) async fn read(client: &Client, resource: &Resource) -> Result<f64, RedfishError> {
+pub(crate) async fn read(client: &impl Fetch, resource: &Resource) -> Result<f64, RedfishError> {
     match resource {
         Resource::Supplies(inputs) => {
             let mut sum = 0.0;
@@ -268,7 +285,7 @@ fn list_systems(systems: &[(String, Value)]) -> String {
 /// The first resource of a chassis that gives the system's power, or why none does. Transport
 /// errors end the discovery (to be tried again); a missing resource only this chassis.
 async fn chassis_power(
-    client: &Client,
+    client: &impl Fetch,
     system: &System,
     path: &str,
     chassis: &Value,
@@ -307,7 +324,7 @@ async fn chassis_power(
 
 /// The supplies of a PowerSubsystem and where each one's input power is read.
 async fn supplies(
-    client: &Client,
+    client: &impl Fetch,
     subsystem: &str,
 ) -> Result<Result<Vec<SupplyInput>, String>, RedfishError> {
     let sub = match get_found(client, subsystem).await? {
@@ -436,7 +453,7 @@ fn power_control(doc: &Value, system: &str, shared: bool) -> Result<(usize, Stri
 }
 
 /// GETs a linked resource; a 404 is a reason, not a failure of the service.
-async fn get_found(client: &Client, path: &str) -> Result<Result<Value, String>, RedfishError> {
+async fn get_found(client: &impl Fetch, path: &str) -> Result<Result<Value, String>, RedfishError> {
     match client.get(path).await {
         Ok(v) => Ok(Ok(v)),
         Err(RedfishError::Status { status, .. }) if status == http::StatusCode::NOT_FOUND => {
