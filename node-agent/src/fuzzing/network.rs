@@ -157,6 +157,8 @@ mod tests {
         };
         assert_eq!(watts("power-subsystem"), 374.5 + 381.25);
         assert_eq!(watts("legacy-power"), 370.5);
+        assert_eq!(watts("ilo-trailing-slash"), 212.0);
+        assert_eq!(watts("idrac-metrics"), 246.0);
         // Two systems in one enclosure: the first found by its UUID is node 2, which draws 310 W.
         assert_eq!(watts("shared-enclosure"), 310.0);
 
