@@ -255,7 +255,7 @@ pub fn perf_pmu(data: &[u8]) {
         assert!(cpus.windows(2).all(|w| w[0] < w[1]), "{cpus:?}");
     }
     let zone = zone_for_event(f.get(2).trim());
-    assert!(zone.is_none_or(|z| zone::is_label(z)), "{zone:?}");
+    assert!(zone.is_none_or(zone::is_label), "{zone:?}");
     let formats: BTreeMap<&str, &str> =
         f.get(4).lines().filter_map(|l| l.split_once('=')).collect();
     let format = |term: &str| formats.get(term).map(|s| (*s).to_owned());
