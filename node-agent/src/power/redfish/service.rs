@@ -187,6 +187,12 @@ pub(crate) async fn read(client: &impl Fetch, resource: &Resource) -> Result<f64
                 let doc = client.get(path).await?;
                 sum += watts(doc.pointer(pointer))
                     .ok_or_else(|| shape(path, &format!("no reading at {pointer}")))?;
+                if !sum.is_finite() {
+                    return Err(shape(
+                        path,
+                        &format!("{pointer} takes the sum beyond any power"),
+                    ));
+                }
             }
             Ok(sum)
         }
@@ -422,6 +428,9 @@ fn legacy_supplies(doc: &Value) -> Result<(f64, usize), String> {
     }
     if count == 0 {
         return Err("no power supply with PowerInputWatts".into());
+    }
+    if !sum.is_finite() {
+        return Err(format!("PowerSupplies[].PowerInputWatts add up to {sum}"));
     }
     Ok((sum, count))
 }
