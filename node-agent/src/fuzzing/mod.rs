@@ -20,7 +20,7 @@ mod smoke;
 mod web;
 
 pub use host::{cgroup_path, cpuinfo, mountinfo};
-pub use network::{carbon_intensity, kubernetes, redfish};
+pub use network::{carbon_intensity, kubernetes, prometheus_api, redfish};
 pub use power::{hwmon, hwmon_chips, perf_pmu, powercap};
 pub use web::web_config;
 
@@ -28,7 +28,7 @@ pub use web::web_config;
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its cargo-fuzz binary, corpus directory and dictionary.
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("cgroup_path", cgroup_path),
     ("mountinfo", mountinfo),
     ("cpuinfo", cpuinfo),
@@ -40,4 +40,5 @@ pub const TARGETS: [(&str, Target); 11] = [
     ("carbon_intensity", carbon_intensity),
     ("redfish", redfish),
     ("kubernetes", kubernetes),
+    ("prometheus_api", prometheus_api),
 ];

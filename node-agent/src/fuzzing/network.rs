@@ -1,5 +1,5 @@
-//! What network sources answer: the carbon intensity API, a BMC's Redfish resources, and the
-//! Kubernetes objects the agent reads fields of itself.
+//! What network sources answer: the carbon intensity API, a BMC's Redfish resources, the
+//! Kubernetes objects the agent reads fields of itself, and Prometheus's API (`wattlet report`).
 
 use http::StatusCode;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -13,6 +13,10 @@ use crate::{
     power::redfish::{
         RedfishError,
         service::{Fetch, Resource, Want, discover, read},
+    },
+    report::{
+        PromError,
+        prometheus::{answer, rule_names, samples},
     },
 };
 
@@ -131,6 +135,27 @@ pub fn kubernetes(data: &[u8]) {
         if let Some(r) = region {
             assert!(close_matches(r, 3).len() <= 3);
         }
+    }
+}
+
+/// Prometheus's HTTP API as `wattlet report` reads it: the first byte picks the HTTP status, the
+/// rest is the body. An answer is Prometheus's `data` or an error that quotes at most 300 bytes
+/// of the body; a query's samples are finite.
+pub fn prometheus_api(data: &[u8]) {
+    let statuses = [200, 400, 422, 500, 503];
+    let (status, body) = data.split_first().unwrap_or((&0, &[][..]));
+    let status = StatusCode::from_u16(statuses[usize::from(*status) % statuses.len()])
+        .expect("a valid status");
+    let base = "http://prometheus:9090";
+    match answer(base, "/api/v1/query", "sum(x)", status, body) {
+        Ok(data) => {
+            for (_, v) in samples(&data) {
+                assert!(v.is_finite(), "{v}");
+            }
+            let _ = rule_names(&data);
+        }
+        Err(PromError::NotPrometheus { body, .. }) => assert!(body.len() <= 300 * 3, "{body:?}"),
+        Err(e) => assert!(!e.to_string().is_empty()),
     }
 }
 

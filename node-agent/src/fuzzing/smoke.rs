@@ -210,6 +210,7 @@ smoke_tests!(
     carbon_intensity,
     redfish,
     kubernetes,
+    prometheus_api,
 );
 
 #[test]
