@@ -1,9 +1,10 @@
-//! `cargo xtask fuzz [TARGET] [--time SECS]`: real libFuzzer (cargo-fuzz, nightly, AddressSanitizer)
-//! on each fuzz target for a bounded time, from its seed corpus (`fuzz/corpus/<target>`, only
-//! read) and its dictionary (`fuzz/dicts/<target>.dict`), into a working corpus under
-//! `target/fuzz-corpus/<target>` that carries over from run to run. Prints per target the runs,
-//! the executions per second, the new corpus entries and any crash with its reproducer; a crash
-//! fails the command. (`cargo xtask test` runs the cheap smoke of the same targets.)
+//! `cargo xtask fuzz [TARGET] [--time SECS]`: real libFuzzer (cargo-fuzz, nightly,
+//! AddressSanitizer) on each fuzz target for a bounded time, from its seed corpus
+//! (`fuzz/corpus/<target>`, only read) and its dictionary (`fuzz/dicts/<target>.dict`), into a
+//! working corpus under `target/fuzz-corpus/<target>` that carries over from run to run. Prints
+//! per target the runs, the executions per second, the new corpus entries and any crash with its
+//! reproducer; a crash fails the command. (`cargo xtask test` runs the cheap smoke of the same
+//! targets.)
 
 use std::{
     fs,
@@ -46,8 +47,9 @@ pub fn fuzz(root: &Path, only: Option<&str>, secs: u64) -> Result<()> {
         .collect();
     if !failed.is_empty() {
         bail!(
-            "fuzz target(s) {} failed: reproduce with `cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly \
-             fuzz run <target> <reproducer>`, fix the parser and add the input as a regression test",
+            "fuzz target(s) {} failed: reproduce with `cd fuzz && AYA_BUILD_SKIP=1 cargo \
+             +nightly fuzz run <target> <reproducer>`, fix the parser and add the input as a \
+             regression test",
             failed.join(", ")
         );
     }

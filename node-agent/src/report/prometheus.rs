@@ -127,17 +127,7 @@ impl Prometheus {
                 url: self.base.clone(),
                 query: what.into(),
             })??;
-        self.answer(path, what, status, &body)
-    }
-
-    fn answer(
-        &self,
-        path: &'static str,
-        what: &str,
-        status: StatusCode,
-        body: &[u8],
-    ) -> Result<Value, PromError> {
-        answer(&self.base, path, what, status, body)
+        answer(&self.base, path, what, status, &body)
     }
 
     /// `expr` evaluated at `at` (Unix milliseconds): its series. A scalar is one series
@@ -286,9 +276,14 @@ mod tests {
     fn a_rejected_query_is_quoted_with_prometheus_message() {
         let body =
             br#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected"}"#;
-        let e = prom()
-            .answer("/api/v1/query", "sum(", StatusCode::BAD_REQUEST, body)
-            .unwrap_err();
+        let e = answer(
+            &prom().base,
+            "/api/v1/query",
+            "sum(",
+            StatusCode::BAD_REQUEST,
+            body,
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Prometheus rejected the query `sum(`: bad_data: 1:5: parse error: unexpected"
@@ -297,15 +292,15 @@ mod tests {
 
     #[test]
     fn something_else_than_prometheus_says_so() {
-        let e = prom()
-            .answer(
-                "/api/v1/query",
-                "up",
-                StatusCode::NOT_FOUND,
-                b"404 page not found",
-            )
-            .unwrap_err()
-            .to_string();
+        let e = answer(
+            &prom().base,
+            "/api/v1/query",
+            "up",
+            StatusCode::NOT_FOUND,
+            b"404 page not found",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("http://127.0.0.1:9/prom answered HTTP 404 to /api/v1/query"),
             "{e}"

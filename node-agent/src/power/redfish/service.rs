@@ -190,7 +190,7 @@ pub(crate) async fn read(client: &impl Fetch, resource: &Resource) -> Result<f64
                 if !sum.is_finite() {
                     return Err(shape(
                         path,
-                        &format!("{pointer} takes the sum beyond any power"),
+                        &format!("{pointer}: the supplies' input power adds up to infinity"),
                     ));
                 }
             }
