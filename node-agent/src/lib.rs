@@ -5,6 +5,8 @@
 //! Beneath every layer: host syscalls in [`sys`] (bpf map ops, perf_event_open, clocks, uname,
 //! capabilities) and units in [`units`]. Each layer declares its own flags; [`config`] flattens
 //! them into the command line, with what they share in [`flags`].
+//!
+//! [`fuzzing`] holds the bodies of the fuzz targets, one per parser of outside input.
 
 pub mod agent;
 pub mod attribution;
@@ -14,6 +16,7 @@ pub mod check;
 pub mod config;
 pub mod exporter;
 pub mod flags;
+pub mod fuzzing;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;

@@ -1,13 +1,14 @@
-//! `cargo xtask`: the commands (`setup`, `build`, `run`, `test`, `bench`, `lint`) and their
-//! helpers. Every command first makes sure the toolchain pieces the eBPF build needs are
-//! installed, idempotently, then builds the eBPF objects once (a progress line, not the nested
-//! build's output) and hands them to every cargo invocation through WATTLET_EBPF_DIR.
+//! `cargo xtask`: the commands (`setup`, `build`, `run`, `test`, `bench`, `lint`, `fuzz`) and
+//! their helpers. Every command but `fuzz` first makes sure the toolchain pieces the eBPF build
+//! needs are installed, idempotently, then builds the eBPF objects once (a progress line, not the
+//! nested build's output) and hands them to every cargo invocation through WATTLET_EBPF_DIR.
 
 #[allow(
     dead_code,
     reason = "shared with node-agent/build.rs, which uses other parts"
 )]
 mod ebpf_build;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -48,6 +49,14 @@ enum Cmd {
     /// cargo fmt --check; clippy (warnings are errors) on the userspace crates, and on the eBPF
     /// crate for its own target.
     Lint,
+    /// Run libFuzzer (cargo-fuzz, nightly) on each fuzz target for a bounded time; a crash fails.
+    Fuzz {
+        /// Only this target (default: every one).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +98,7 @@ fn run(cli: Cli) -> Result<()> {
             setup::run(&mut b)?;
         }
         Cmd::Lint => lint(&root)?,
+        Cmd::Fuzz { target, time } => fuzz::fuzz(&root, target.as_deref(), time)?,
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use crate::ebpf_build::run_captured;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const NIGHTLY: &str = "nightly";
+pub const NIGHTLY: &str = "nightly";
 
 pub struct Tools {
     /// Directory holding the bpf-linker binary.
@@ -51,23 +51,27 @@ fn tools_dir() -> PathBuf {
     cache.join("wattlet")
 }
 
+/// The nightly toolchain (the eBPF build and cargo-fuzz need it), installed if missing; its
+/// sysroot.
+pub fn ensure_nightly() -> Result<PathBuf> {
+    if let Ok(s) = rustc_nightly(&["--print", "sysroot"]) {
+        return Ok(PathBuf::from(s));
+    }
+    eprintln!("xtask: installing the nightly toolchain (the eBPF build and fuzzing need it)");
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        NIGHTLY,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))?;
+    Ok(PathBuf::from(rustc_nightly(&["--print", "sysroot"])?))
+}
+
 pub fn ensure_build_tools() -> Result<Tools> {
-    let sysroot = match rustc_nightly(&["--print", "sysroot"]) {
-        Ok(s) => PathBuf::from(s),
-        Err(_) => {
-            eprintln!("xtask: installing the nightly toolchain (the eBPF build needs it)");
-            run(Command::new("rustup").args([
-                "toolchain",
-                "install",
-                NIGHTLY,
-                "--profile",
-                "minimal",
-                "--component",
-                "rust-src",
-            ]))?;
-            PathBuf::from(rustc_nightly(&["--print", "sysroot"])?)
-        }
-    };
+    let sysroot = ensure_nightly()?;
 
     let core_src = sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml");
     if !core_src.exists() {

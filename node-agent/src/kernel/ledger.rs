@@ -175,7 +175,14 @@ impl CgroupLedger {
 mod tests {
     use std::convert::Infallible;
 
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::{
+        attribution::{AttributionOptions, AttributionSnapshot, Attributor},
+        kernel::CountersSnapshot,
+        power::{PowerSnapshot, SourceKind, ZoneSample},
+    };
 
     fn cpu(ns: u64) -> CgroupCounters {
         CgroupCounters {
@@ -363,5 +370,190 @@ mod tests {
         // A copy that raced the program shows CPU 0 with less idle than reported before.
         let (cpus, _) = ledger.cpu_times(&[state(90), state(20)], 0);
         assert_eq!((cpus[0].idle_ns, cpus[1].idle_ns), (100, 20));
+    }
+
+    /// A live cgroup's map entry deleted under the agent (by hand with bpftool, say) and
+    /// created again by the program's next charge: the cgroup reports what the kernel counted
+    /// since, less than before; attribution takes the drop as a restart (see the property below).
+    #[test]
+    fn an_entry_deleted_under_the_agent_starts_again_from_what_the_kernel_counts() {
+        let mut ledger = CgroupLedger::new(s(10), 100);
+        let mut host = Host::default();
+        host.alive.insert(1, "/svc");
+        host.map.insert(1, cpu(1000));
+        host.read(&mut ledger, 1);
+        host.map.remove(&1);
+        let r = host.read(&mut ledger, 2);
+        assert_eq!(
+            counted(&r, 1),
+            None,
+            "no entry: nothing to report, nothing removed"
+        );
+        assert_eq!(r.deletions, 0);
+        host.map.insert(1, cpu(30));
+        let r = host.read(&mut ledger, 3);
+        assert_eq!(counted(&r, 1), Some((Some("/svc"), 30, false)));
+    }
+
+    /// What one read does to a cgroup's map entry.
+    #[derive(Clone, Copy, Debug)]
+    enum Entry {
+        /// The cgroup ran this much more.
+        Grow(u64),
+        /// The entry was deleted and created again with this count (or the counter wrapped).
+        Reset(u64),
+        /// The entry was deleted and not yet created again.
+        Deleted,
+        Unchanged,
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        prop_oneof![
+            4 => (1u64..5_000_000_000).prop_map(Entry::Grow),
+            1 => (0u64..1_000_000).prop_map(Entry::Reset),
+            1 => Just(Entry::Deleted),
+            1 => Just(Entry::Unchanged),
+        ]
+    }
+
+    /// One interval: seconds since the last, what each of three cgroups' entries did, the
+    /// source's cumulative energy change (negative: the source restarted), and a step of the
+    /// wall clock (which nothing here may read).
+    type Step = (u64, [Entry; 3], f64, i64);
+
+    fn counters(at: u64, samples: &BTreeMap<u64, CgroupSample>, busy: u64) -> CountersSnapshot {
+        CountersSnapshot {
+            at: s(at),
+            cgroups: samples.clone(),
+            cpus: vec![snapshot::CpuTime {
+                busy_ns: busy,
+                idle_ns: (at * 2_000_000_000).saturating_sub(busy),
+            }],
+            cpus_at: s(at),
+            overflow: CgroupCounters::default(),
+            map_entries: samples.len(),
+            map_capacity: 16,
+            pmu: snapshot::PmuCounters::None,
+            map_deletions: 0,
+            processes: Default::default(),
+            cpu_info: Arc::new([]),
+        }
+    }
+
+    fn power(at: u64, at_unix: f64, joules: f64) -> PowerSnapshot {
+        PowerSnapshot {
+            source: SourceKind::Powercap,
+            estimated: false,
+            model_family: None,
+            at_unix,
+            at: s(at),
+            zones: vec![ZoneSample {
+                zone: "package".into(),
+                joules,
+                watts: None,
+                path: None,
+            }],
+            dropped: BTreeMap::new(),
+            errors: 0,
+        }
+    }
+
+    /// Per workload: its CPU time and package joules.
+    fn totals(a: &AttributionSnapshot) -> BTreeMap<String, (u64, f64)> {
+        (a.workloads.iter())
+            .map(|w| {
+                (
+                    format!("{:?}", w.workload),
+                    (w.counters.cpu_ns, w.joules[0]),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs the steps from the map through the ledger and attribution; returns each interval's
+    /// snapshot.
+    fn drive(steps: &[Step]) -> Vec<AttributionSnapshot> {
+        let mut ledger = CgroupLedger::new(s(3600), 100);
+        let mut host = Host::default();
+        let mut attributor = Attributor::new(AttributionOptions::default());
+        let (mut at, mut at_unix, mut joules, mut busy) = (1, 1.7e9, 0.0, 0);
+        for (id, path) in [(1, "/a"), (2, "/b"), (3, "/c")] {
+            host.alive.insert(id, path);
+        }
+        let mut out = Vec::new();
+        for (dt, entries, dj, clock_step) in steps {
+            (at, at_unix, joules) = (at + dt, at_unix + *clock_step as f64, joules + dj);
+            for (id, e) in (1..=3).zip(entries) {
+                match *e {
+                    Entry::Grow(ns) => {
+                        host.map.entry(id).or_default().cpu_ns += ns;
+                        busy += ns;
+                    }
+                    Entry::Reset(ns) => drop(host.map.insert(id, cpu(ns))),
+                    Entry::Deleted => drop(host.map.remove(&id)),
+                    Entry::Unchanged => {}
+                }
+            }
+            let read = host.read(&mut ledger, at);
+            let c = counters(at, &read.samples, busy);
+            let p = power(at, at_unix, joules.max(0.0));
+            out.push(attributor.update(&c, Some(&p), &[], 0, None));
+        }
+        out
+    }
+
+    proptest! {
+        /// Entries deleted, re-created or wrapped under the agent, the power source restarting,
+        /// the wall clock stepping an hour either way: every workload's CPU time and joules
+        /// only grow, and every power is finite, non-negative and within what the source gave.
+        #[test]
+        fn map_resets_and_clock_steps_never_make_exports_go_back(
+            steps in proptest::collection::vec(
+                (1u64..10, [entry(), entry(), entry()], -50.0f64..200.0, -3600i64..=3600),
+                1..40,
+            )
+        ) {
+            let mut before: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+            for (a, (dt, ..)) in drive(&steps).iter().zip(&steps) {
+                let now = totals(a);
+                for (w, (cpu, j)) in &now {
+                    prop_assert!(j.is_finite() && *j >= 0.0, "{w}: {j} J");
+                    if let Some((cpu0, j0)) = before.get(w) {
+                        prop_assert!(cpu >= cpu0 && j >= j0, "{w}: {cpu0}→{cpu}ns {j0}→{j}J");
+                    }
+                }
+                // At most 200 J a step (the source's largest change), over `dt` seconds.
+                let most = 200.0 / *dt as f64 + 1e-6;
+                let watts = (a.workloads.iter()).flat_map(|w| w.watts.iter().flatten().copied());
+                for w in watts.chain(a.node.iter().filter_map(|z| z.active_watts)) {
+                    prop_assert!(w.is_finite() && (0.0..=most).contains(&w), "{w} W");
+                }
+                before.extend(now);
+            }
+        }
+    }
+
+    /// The same intervals with and without the wall clock stepping give the same snapshots:
+    /// rates and energy come from CLOCK_MONOTONIC (`at`) alone.
+    #[test]
+    fn a_wall_clock_step_changes_nothing() {
+        let grow = [
+            Entry::Grow(2_000_000_000),
+            Entry::Grow(500_000_000),
+            Entry::Unchanged,
+        ];
+        let steady: Vec<Step> = (0..6).map(|_| (5, grow, 100.0, 5)).collect();
+        let mut stepped = steady.clone();
+        stepped[2].3 = -3600;
+        stepped[4].3 = 7200;
+        let (a, b) = (drive(&steady), drive(&stepped));
+        assert_eq!(a, b);
+        let last = a.last().unwrap();
+        assert!(
+            last.node[0]
+                .active_watts
+                .is_some_and(|w| w > 0.0 && w <= 20.0),
+            "{last:?}"
+        );
     }
 }

@@ -30,7 +30,7 @@ pub mod powercap;
 pub mod redfish;
 mod select;
 mod source;
-mod sysfs;
+pub(crate) mod sysfs;
 pub mod zone;
 
 pub use counter::{DropReason, EnergyCounter, PowerIntegrator, Update};

@@ -110,22 +110,39 @@ pub fn zone_for_event(event: &str) -> Option<&'static str> {
     })
 }
 
-/// Parses a CPU list like `0`, `0,28` or `0-3,8-11`.
+/// More CPUs than any kernel supports (x86's MAXSMP is 8192): a list naming more is garbage.
+const MAX_CPUS: usize = 65_536;
+
+/// Parses a CPU list like `0`, `0,28` or `0-3,8-11`: sorted, each CPU once (a CPU listed twice
+/// would open its events twice and count its socket double).
 pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
     let mut cpus = Vec::new();
     for part in s.trim().split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
-                if b < a || b - a > 65_536 {
+                if b < a || (b - a) as usize >= MAX_CPUS {
                     return None;
                 }
                 cpus.extend(a..=b);
             }
             None => cpus.push(part.parse().ok()?),
         }
+        if cpus.len() > MAX_CPUS {
+            return None;
+        }
     }
+    cpus.sort_unstable();
+    cpus.dedup();
     (!cpus.is_empty()).then_some(cpus)
+}
+
+/// An event's `.scale` file: joules per count, finite and positive.
+pub fn parse_scale(text: &str) -> Option<f64> {
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
 }
 
 /// Turns an event string like `event=0x02` into the config value, using the PMU's `format/`
@@ -209,11 +226,7 @@ fn describe_event(dir: &Path, name: String, zone: &str) -> Result<PmuEvent, Perf
     })?;
     let scale_path = events_dir.join(format!("{name}.scale"));
     let scale_text = read_attr(&scale_path)?;
-    let Some(scale) = scale_text
-        .parse()
-        .ok()
-        .filter(|s: &f64| s.is_finite() && *s > 0.0)
-    else {
+    let Some(scale) = parse_scale(&scale_text) else {
         return Err(PerfError::BadScale {
             path: scale_path,
             text: scale_text,
@@ -476,6 +489,16 @@ mod tests {
         assert_eq!(parse_cpu_list("0-2,8\n"), Some(vec![0, 1, 2, 8]));
         assert_eq!(parse_cpu_list(""), None);
         assert_eq!(parse_cpu_list("3-1"), None);
+        // A CPU listed twice would be opened twice; a list of millions is garbage, not held.
+        assert_eq!(parse_cpu_list("28,0-1,0"), Some(vec![0, 1, 28]));
+        assert_eq!(parse_cpu_list("0-65536"), None);
+        assert_eq!(parse_cpu_list("0-60000,60001-120000"), None);
+        assert_eq!(
+            parse_scale(" 2.3283064365386962890625e-10\n"),
+            Some(2f64.powi(-32))
+        );
+        assert_eq!(parse_scale("0"), None);
+        assert_eq!(parse_scale("inf"), None);
         let fmt = |t: &str| match t {
             "event" => Some("config:0-7".to_owned()),
             "umask" => Some("config:8-15".to_owned()),

@@ -64,10 +64,20 @@ pub(crate) fn read_attr(path: &Path) -> Result<String, ReadError> {
     read_text(path).map(|s| s.trim().to_owned())
 }
 
+/// A sysfs attribute's text as an unsigned integer (surrounding whitespace is not part of it).
+pub(crate) fn parse_u64(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// A sysfs attribute's text as a signed integer.
+pub(crate) fn parse_i64(text: &str) -> Option<i64> {
+    text.trim().parse().ok()
+}
+
 /// Reads a sysfs attribute holding an unsigned integer.
 pub(crate) fn read_u64(path: &Path) -> Result<u64, ReadError> {
     let text = read_attr(path)?;
-    text.parse().map_err(|_| ReadError::NotAnInteger {
+    parse_u64(&text).ok_or_else(|| ReadError::NotAnInteger {
         path: path.to_owned(),
         text,
     })
@@ -76,7 +86,7 @@ pub(crate) fn read_u64(path: &Path) -> Result<u64, ReadError> {
 /// Reads a sysfs attribute holding a signed integer (hwmon voltages and currents).
 pub(crate) fn read_i64(path: &Path) -> Result<i64, ReadError> {
     let text = read_attr(path)?;
-    text.parse().map_err(|_| ReadError::NotASignedInteger {
+    parse_i64(&text).ok_or_else(|| ReadError::NotASignedInteger {
         path: path.to_owned(),
         text,
     })

@@ -15,7 +15,7 @@ mod collect;
 mod html;
 mod json;
 mod model;
-mod prometheus;
+pub(crate) mod prometheus;
 mod queries;
 mod render;
 mod time;

@@ -127,35 +127,7 @@ impl Prometheus {
                 url: self.base.clone(),
                 query: what.into(),
             })??;
-        self.answer(path, what, status, &body)
-    }
-
-    /// Prometheus answers JSON with `status` = success or error, for 2xx and for 4xx/5xx alike.
-    fn answer(
-        &self,
-        path: &'static str,
-        what: &str,
-        status: StatusCode,
-        body: &[u8],
-    ) -> Result<Value, PromError> {
-        let not_prometheus = || PromError::NotPrometheus {
-            url: self.base.clone(),
-            path,
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body[..body.len().min(300)])
-                .trim()
-                .to_owned(),
-        };
-        let v: Value = serde_json::from_slice(body).map_err(|_| not_prometheus())?;
-        match v["status"].as_str() {
-            Some("success") => Ok(v["data"].clone()),
-            Some("error") => Err(PromError::Query {
-                query: what.into(),
-                kind: v["errorType"].as_str().unwrap_or("error").into(),
-                message: v["error"].as_str().unwrap_or("").into(),
-            }),
-            _ => Err(not_prometheus()),
-        }
+        answer(&self.base, path, what, status, &body)
     }
 
     /// `expr` evaluated at `at` (Unix milliseconds): its series. A scalar is one series
@@ -175,17 +147,52 @@ impl Prometheus {
         let data = self
             .get("/api/v1/rules", "type=record", "/api/v1/rules")
             .await?;
-        let groups = data["groups"].as_array().cloned().unwrap_or_default();
-        Ok(groups
-            .iter()
-            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-            .filter_map(|r| r["name"].as_str().map(str::to_owned))
-            .collect())
+        Ok(rule_names(&data))
     }
 }
 
+/// Prometheus answers JSON with `status` = success or error, for 2xx and for 4xx/5xx alike: the
+/// `data` of an answer from `base` to `path`, or what went wrong. Pure: the prometheus_api fuzz
+/// target feeds it any body.
+pub(crate) fn answer(
+    base: &str,
+    path: &'static str,
+    what: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<Value, PromError> {
+    let not_prometheus = || PromError::NotPrometheus {
+        url: base.to_owned(),
+        path,
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim()
+            .to_owned(),
+    };
+    let v: Value = serde_json::from_slice(body).map_err(|_| not_prometheus())?;
+    match v["status"].as_str() {
+        Some("success") => Ok(v["data"].clone()),
+        Some("error") => Err(PromError::Query {
+            query: what.into(),
+            kind: v["errorType"].as_str().unwrap_or("error").into(),
+            message: v["error"].as_str().unwrap_or("").into(),
+        }),
+        _ => Err(not_prometheus()),
+    }
+}
+
+/// The names of the recording rules in `/api/v1/rules`'s `data`.
+pub(crate) fn rule_names(data: &Value) -> Vec<String> {
+    let groups = data["groups"].as_array().cloned().unwrap_or_default();
+    groups
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The series of a query's `data` (a vector or a scalar); NaN and ±Inf samples are dropped.
-fn samples(data: &Value) -> Vec<Sample> {
+pub(crate) fn samples(data: &Value) -> Vec<Sample> {
     let value = |v: &Value| {
         v[1].as_str()
             .and_then(|s| s.parse::<f64>().ok())
@@ -269,9 +276,14 @@ mod tests {
     fn a_rejected_query_is_quoted_with_prometheus_message() {
         let body =
             br#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected"}"#;
-        let e = prom()
-            .answer("/api/v1/query", "sum(", StatusCode::BAD_REQUEST, body)
-            .unwrap_err();
+        let e = answer(
+            &prom().base,
+            "/api/v1/query",
+            "sum(",
+            StatusCode::BAD_REQUEST,
+            body,
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "Prometheus rejected the query `sum(`: bad_data: 1:5: parse error: unexpected"
@@ -280,15 +292,15 @@ mod tests {
 
     #[test]
     fn something_else_than_prometheus_says_so() {
-        let e = prom()
-            .answer(
-                "/api/v1/query",
-                "up",
-                StatusCode::NOT_FOUND,
-                b"404 page not found",
-            )
-            .unwrap_err()
-            .to_string();
+        let e = answer(
+            &prom().base,
+            "/api/v1/query",
+            "up",
+            StatusCode::NOT_FOUND,
+            b"404 page not found",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("http://127.0.0.1:9/prom answered HTTP 404 to /api/v1/query"),
             "{e}"

@@ -256,7 +256,13 @@ impl WebConfig {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+        Self::from_text(&text, path)
+    }
+
+    /// Checks the text of the file at `path` (named in errors; relative file names in it are
+    /// relative to its directory). Pure: the web_config fuzz target feeds it any text.
+    pub fn from_text(text: &str, path: &Path) -> Result<Self, WebConfigError> {
+        Self::parse(text, path.parent().unwrap_or(Path::new(".")))
             .map_err(|e| e.at(path.to_owned()))
     }
 

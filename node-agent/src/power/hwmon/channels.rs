@@ -135,8 +135,15 @@ fn channels(dir: &Path) -> Vec<Channel> {
     let Ok(names) = list_dir(dir) else {
         return Vec::new();
     };
+    channels_from(&names, |name| read_attr(&dir.join(name)).ok())
+}
+
+/// The channels among a chip's attribute `names`, sorted; `read` gives an attribute's trimmed
+/// text (labels and `_enable` are read), none if it cannot be read. Pure given `read`: the
+/// fuzz target feeds it any names and contents.
+pub fn channels_from(names: &[String], read: impl Fn(&str) -> Option<String>) -> Vec<Channel> {
     let mut out: Vec<Channel> = Vec::new();
-    for name in &names {
+    for name in names {
         let Some((kind, index, item)) = parse_attr(name) else {
             continue;
         };
@@ -157,9 +164,9 @@ fn channels(dir: &Path) -> Vec<Channel> {
         match item {
             "input" => ch.input = true,
             "average" => ch.average = true,
-            "label" => ch.label = read_attr(&dir.join(name)).ok().filter(|l| !l.is_empty()),
+            "label" => ch.label = read(name).filter(|l| !l.is_empty()),
             // An unreadable enable file leaves the channel as the driver reports it: enabled.
-            "enable" => ch.disabled = read_attr(&dir.join(name)).is_ok_and(|v| v == "0"),
+            "enable" => ch.disabled = read(name).is_some_and(|v| v == "0"),
             _ => {}
         }
     }

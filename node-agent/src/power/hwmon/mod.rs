@@ -20,4 +20,4 @@ mod tests;
 
 pub use chips::{ChipFile, ChipRules};
 pub use pairing::{Decision, PairedBy, Skip, Use};
-pub use source::{ChipSurvey, Hwmon, HwmonError, Seen, open, survey, zone_for};
+pub use source::{ChipSurvey, Hwmon, HwmonError, Seen, open, product_watts, survey, zone_for};

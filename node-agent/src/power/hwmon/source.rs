@@ -159,7 +159,7 @@ impl Sensor {
 }
 
 /// mV × mA = µW. A current flowing back (a battery charging through the monitor) is no draw.
-fn product_watts(millivolts: i64, milliamps: i64) -> f64 {
+pub fn product_watts(millivolts: i64, milliamps: i64) -> f64 {
     (millivolts as f64 * milliamps as f64 * WATTS_PER_MICROWATT).max(0.0)
 }
 

@@ -12,7 +12,7 @@
 mod client;
 mod error;
 mod options;
-mod service;
+pub(crate) mod service;
 mod source;
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,23 @@ use serde_json::Value;
 use super::{RedfishError, client::Client};
 use crate::power::PlatformLabels;
 
+/// What discovery and reading need of a Redfish service: its root and a GET of a path. The
+/// BMC's HTTPS [`Client`] in the agent; an in-memory service in the redfish fuzz target.
+pub(crate) trait Fetch {
+    fn root(&self) -> &str;
+    async fn get(&self, path: &str) -> Result<Value, RedfishError>;
+}
+
+impl Fetch for Client {
+    fn root(&self) -> &str {
+        Client::root(self)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, RedfishError> {
+        Client::get(self, path).await
+    }
+}
+
 /// How the system was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Chosen {
@@ -145,7 +162,7 @@ pub(crate) struct Want {
 }
 
 /// Finds this node's system, chassis and power resource.
-pub(crate) async fn discover(client: &Client, want: &Want) -> Result<Target, RedfishError> {
+pub(crate) async fn discover(client: &impl Fetch, want: &Want) -> Result<Target, RedfishError> {
     let root_path = client.root().to_owned();
     let root = client.get(&root_path).await?;
     let systems_path =
@@ -181,7 +198,7 @@ pub(crate) async fn discover(client: &Client, want: &Want) -> Result<Target, Red
 }
 
 /// Reads the platform power from a discovered resource, in watts.
-pub(crate) async fn read(client: &Client, resource: &Resource) -> Result<f64, RedfishError> {
+pub(crate) async fn read(client: &impl Fetch, resource: &Resource) -> Result<f64, RedfishError> {
     match resource {
         Resource::Supplies(inputs) => {
             let mut sum = 0.0;
@@ -193,6 +210,12 @@ pub(crate) async fn read(client: &Client, resource: &Resource) -> Result<f64, Re
                 let doc = client.get(path).await?;
                 sum += watts(doc.pointer(pointer))
                     .ok_or_else(|| shape(path, &format!("no reading at {pointer}")))?;
+                if !sum.is_finite() {
+                    return Err(shape(
+                        path,
+                        &format!("{pointer}: the supplies' input power adds up to infinity"),
+                    ));
+                }
             }
             Ok(sum)
         }
@@ -291,7 +314,7 @@ fn list_systems(systems: &[(String, Value)]) -> String {
 /// The first resource of a chassis that gives the system's power, or why none does. Transport
 /// errors end the discovery (to be tried again); a missing resource only this chassis.
 async fn chassis_power(
-    client: &Client,
+    client: &impl Fetch,
     system: &System,
     path: &str,
     chassis: &Value,
@@ -330,7 +353,7 @@ async fn chassis_power(
 
 /// The supplies of a PowerSubsystem and where each one's input power is read.
 async fn supplies(
-    client: &Client,
+    client: &impl Fetch,
     subsystem: &str,
 ) -> Result<Result<Vec<SupplyInput>, String>, RedfishError> {
     let sub = match get_found(client, subsystem).await? {
@@ -432,6 +455,9 @@ fn legacy_supplies(doc: &Value) -> Result<(f64, usize), String> {
     if count == 0 {
         return Err("no power supply with PowerInputWatts".into());
     }
+    if !sum.is_finite() {
+        return Err(format!("PowerSupplies[].PowerInputWatts add up to {sum}"));
+    }
     Ok((sum, count))
 }
 
@@ -462,7 +488,7 @@ fn power_control(doc: &Value, system: &str, shared: bool) -> Result<(usize, Stri
 }
 
 /// GETs a linked resource; a 404 is a reason, not a failure of the service.
-async fn get_found(client: &Client, path: &str) -> Result<Result<Value, String>, RedfishError> {
+async fn get_found(client: &impl Fetch, path: &str) -> Result<Result<Value, String>, RedfishError> {
     match client.get(path).await {
         Ok(v) => Ok(Ok(v)),
         Err(RedfishError::Status { status, .. }) if status == http::StatusCode::NOT_FOUND => {
