@@ -462,4 +462,5 @@ pub(crate) fn snapshot() -> Snapshot {
         1,
     )
     .with_intensity_errors(intensity_errors())
+    .with_missed_ticks(2)
 }
