@@ -219,7 +219,7 @@ async fn start_kubernetes(
     if mode == KubeMode::Off {
         return Ok(None);
     }
-    let client = tokio::time::timeout(Duration::from_secs(10), kube::Client::try_default()).await;
+    let client = tokio::time::timeout(Duration::from_secs(10), kubernetes::client()).await;
     match client {
         Ok(Ok(client)) => {
             let node = opts.agent.node_name();

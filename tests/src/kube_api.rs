@@ -4,8 +4,14 @@
 //! for outages.
 
 use std::{
+    net::TcpStream,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
 };
 
 use anyhow::Result;
@@ -17,6 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,6 +42,9 @@ pub struct Fake {
     /// The node's region label, and the node requests seen (by name).
     pub region: Option<String>,
     pub node_requests: Vec<String>,
+    /// Going away: every request still reaching the server is answered 503, so that no watch
+    /// opens while it shuts down (a re-watch racing the shutdown would otherwise stay open).
+    pub down: bool,
 }
 
 pub type Shared = Arc<Mutex<Fake>>;
@@ -90,8 +100,18 @@ impl Fake {
     }
 }
 
+/// What a server going away answers.
+fn unavailable() -> Response {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "ServiceUnavailable", "code": 503, "message": "the server is shutting down"});
+    (StatusCode::SERVICE_UNAVAILABLE, status.to_string()).into_response()
+}
+
 async fn pods(State(fake): State<Shared>, Query(q): Query<Vec<(String, String)>>) -> Response {
     let mut f = fake.lock().unwrap();
+    if f.down {
+        return unavailable();
+    }
     let selector = q
         .iter()
         .find(|(k, _)| k == "fieldSelector")
@@ -109,9 +129,16 @@ async fn pods(State(fake): State<Shared>, Query(q): Query<Vec<(String, String)>>
         f.watch_requests += 1;
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         f.watchers.push(tx);
+        // The API server ends a watch after the timeoutSeconds asked for.
+        let ends = q
+            .iter()
+            .find(|(k, _)| k == "timeoutSeconds")
+            .and_then(|(_, v)| v.parse().ok())
+            .map_or(Duration::MAX, Duration::from_secs);
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-        });
+        })
+        .take_until(tokio::time::sleep(ends));
         return Response::builder()
             .header("content-type", "application/json")
             .body(Body::from_stream(stream))
@@ -130,6 +157,9 @@ async fn pods(State(fake): State<Shared>, Query(q): Query<Vec<(String, String)>>
 /// not found.
 async fn node(State(fake): State<Shared>, Path(name): Path<String>) -> Response {
     let mut f = fake.lock().unwrap();
+    if f.down {
+        return unavailable();
+    }
     f.node_requests.push(name.clone());
     if name != NODE {
         let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -183,12 +213,17 @@ pub fn pod(uid: &str, name: &str, containers: &[(&str, &str)]) -> Value {
 }
 
 /// The stand-in serving on a loopback port of its own, on a runtime of its own; stopped (every
-/// connection refused) and started again on the same port at will.
+/// connection refused) or black-holed (connections accepted, never answered), and started again
+/// on the same port, at will.
 pub struct ApiServer {
     pub fake: Shared,
     pub port: u16,
     rt: tokio::runtime::Runtime,
     stop: Option<oneshot::Sender<()>>,
+    black_hole: Option<(Arc<AtomicBool>, thread::JoinHandle<()>)>,
+    /// Connections the black hole accepted: held open, never answered, for as long as this
+    /// lives (their packets were lost in a partition, as far as the client can tell).
+    swallowed: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl ApiServer {
@@ -198,16 +233,24 @@ impl ApiServer {
             port: crate::free_port()?,
             rt: tokio::runtime::Runtime::new()?,
             stop: None,
+            black_hole: None,
+            swallowed: Arc::default(),
         };
         s.resume()?;
         Ok(s)
     }
 
-    /// Serves again (after [`ApiServer::stop`]); a no-op while serving.
+    /// Serves again (after [`ApiServer::stop`] or [`ApiServer::black_hole`]); a no-op while
+    /// serving. Connections the black hole took stay unanswered.
     pub fn resume(&mut self) -> Result<()> {
         if self.stop.is_some() {
             return Ok(());
         }
+        if let Some((done, accepting)) = self.black_hole.take() {
+            done.store(true, Ordering::Relaxed);
+            let _ = accepting.join();
+        }
+        self.fake.lock().unwrap().down = false;
         let app = router(self.fake.clone());
         let listener = self
             .rt
@@ -226,10 +269,38 @@ impl ApiServer {
 
     /// Ends the open watches and stops listening: from now on connections are refused.
     pub fn stop(&mut self) {
-        self.fake.lock().unwrap().watchers.clear();
+        {
+            let mut f = self.fake.lock().unwrap();
+            f.down = true;
+            f.watchers.clear();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Ends the open watches and stops serving, but keeps accepting connections and never
+    /// answers on them: a partition or a hung API server, rather than a refusal.
+    pub fn black_hole(&mut self) -> Result<()> {
+        self.stop();
+        // The server lets go of the port once its shutdown is seen.
+        let listener = crate::wait_for("the port to be free", Duration::from_secs(10), || {
+            std::net::TcpListener::bind(("127.0.0.1", self.port)).ok()
+        })?;
+        listener.set_nonblocking(true)?;
+        let done = Arc::new(AtomicBool::new(false));
+        let swallowed = self.swallowed.clone();
+        let stop = done.clone();
+        let accepting = thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => swallowed.lock().unwrap().push(conn),
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        self.black_hole = Some((done, accepting));
+        Ok(())
     }
 
     /// A kubeconfig pointing here.

@@ -178,17 +178,20 @@ pub struct Churned {
     pub uncounted: usize,
 }
 
-/// Runs `plan` under `base` (cgroups `base/c-<n>`).
-pub fn churn(base: &Path, plan: &ChurnPlan) -> Result<Churned> {
+/// Runs `plan` under `base` (cgroups `base/c<round>-<n>`).
+pub fn churn(base: &Path, plan: &ChurnPlan, round: usize) -> Result<Churned> {
     let next = AtomicUsize::new(0);
     let start = Instant::now();
     let results: Vec<Result<(u64, usize, usize)>> = thread::scope(|s| {
         let workers: Vec<_> = (0..plan.workers)
-            .map(|_| s.spawn(|| churn_worker(base, plan, &next)))
+            .map(|_| s.spawn(|| churn_worker(base, plan, round, &next)))
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| bail!("a churn worker panicked")))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| bail!("a churn worker panicked"))
+            })
             .collect()
     });
     let mut out = Churned {
@@ -205,14 +208,19 @@ pub fn churn(base: &Path, plan: &ChurnPlan) -> Result<Churned> {
 }
 
 /// Takes cycles from `next` until all are done: (CPU ns counted, cycles, uncounted cycles).
-fn churn_worker(base: &Path, plan: &ChurnPlan, next: &AtomicUsize) -> Result<(u64, usize, usize)> {
+fn churn_worker(
+    base: &Path,
+    plan: &ChurnPlan,
+    round: usize,
+    next: &AtomicUsize,
+) -> Result<(u64, usize, usize)> {
     let (mut ns, mut cycles, mut uncounted) = (0, 0, 0);
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= plan.cycles {
             return Ok((ns, cycles, uncounted));
         }
-        let cg = TestCgroup::create_at(base.join(format!("c-{i}")))?;
+        let cg = TestCgroup::create_at(base.join(format!("c{round}-{i}")))?;
         let status = cg
             .spawn(std::process::Command::new("true").stdout(std::process::Stdio::null()))?
             .wait()?;

@@ -526,13 +526,18 @@ fn deploy_helm_chart_web_config_and_seccomp_localhost() -> Result<()> {
     }
 
     // An existing Secret: mounted, none rendered.
-    let existing = render_helm(
-        &serde_json::json!({"web": {"existingSecret": "my-web", "tls": true}}),
-    )?;
+    let existing =
+        render_helm(&serde_json::json!({"web": {"existingSecret": "my-web", "tls": true}}))?;
     assert!(!existing.iter().any(|d| d["kind"] == "Secret"));
     let existing_pod = pod_of(&existing)?;
-    assert_eq!(volume(&existing_pod, "web-config")?["secret"]["secretName"], "my-web");
-    assert!(has_arg(&existing_pod, "--web.config.file=/etc/wattlet/web/web.yml"));
+    assert_eq!(
+        volume(&existing_pod, "web-config")?["secret"]["secretName"],
+        "my-web"
+    );
+    assert!(has_arg(
+        &existing_pod,
+        "--web.config.file=/etc/wattlet/web/web.yml"
+    ));
     assert!(!has_arg(&existing_pod, "--web.health-unauthenticated"));
 
     // Refused: basic auth whose probes could not authenticate, and an unconfined profile.
@@ -546,11 +551,15 @@ fn deploy_helm_chart_web_config_and_seccomp_localhost() -> Result<()> {
     );
     let unconfined = render_helm(&serde_json::json!({"seccomp": {"profile": "Unconfined"}}))
         .expect_err("an Unconfined profile must not render");
-    assert!(format!("{unconfined:#}").contains("never Unconfined"), "{unconfined:#}");
+    assert!(
+        format!("{unconfined:#}").contains("never Unconfined"),
+        "{unconfined:#}"
+    );
     println!(
         "deploy — helm: web config (TLS + basic auth) and seccomp Localhost render {} objects, \
-         the overlay's seccomp to the letter; mutual TLS probes by TCP; bad values refused"
-    , docs.len());
+         the overlay's seccomp to the letter; mutual TLS probes by TCP; bad values refused",
+        docs.len()
+    );
     Ok(())
 }
 

@@ -6,8 +6,9 @@
 //! - concurrent scrapers, each from its own address: every scrape answered, no interval missed;
 //! - more busy cgroups than the in-kernel map holds: the overflow is counted, no CPU time is
 //!   lost, energy balances;
-//! - the API server refusing connections while pods come and go: the agent keeps exporting,
-//!   keeps the names it had, and names the new pods' containers once the API server is back.
+//! - the API server refusing connections, or accepting them and never answering, while pods come
+//!   and go: the agent keeps exporting, keeps the names it had, and names the new pods'
+//!   containers once the API server is back.
 
 use std::{thread, time::Duration};
 
@@ -23,13 +24,13 @@ fn workload() -> std::process::Command {
     integration_tests::workload!()
 }
 
-/// 1,000 cycles (the benchmark runs 10,000), half removed before the agent's next read, half
-/// kept a little longer than an interval so that the agent names them.
+/// 1,000 cycles in two rounds of 500 (the benchmark runs 10,000), half removed before the
+/// agent's next read, half kept a little longer than an interval so that the agent names them.
 #[test]
 fn stress_cgroup_churn_returns_to_baseline_and_conserves_energy() -> Result<()> {
     require_root();
     let plan = ChurnPlan {
-        cycles: 1_000,
+        cycles: 500,
         workers: 8,
         holds: vec![Duration::ZERO, Duration::from_millis(300)],
     };
@@ -54,8 +55,24 @@ fn stress_api_server_outage_during_pod_churn_labels_catch_up() -> Result<()> {
         outage: Duration::from_secs(20),
         new_every: Duration::from_secs(2),
         die_one_in: 3,
+        hang: false,
     })?;
     checked("stress outage", &run.report(), run.check())
+}
+
+/// The same, with the API server accepting connections and never answering them (a partition
+/// or a hung server), even after it serves again: a request caught in the hang must not keep the
+/// watcher from trying again.
+#[test]
+fn stress_api_server_hang_during_pod_churn_labels_catch_up() -> Result<()> {
+    require_root();
+    let run = scenarios::api_outage(&OutagePlan {
+        outage: Duration::from_secs(20),
+        new_every: Duration::from_secs(2),
+        die_one_in: 3,
+        hang: true,
+    })?;
+    checked("stress hang", &run.report(), run.check())
 }
 
 /// A map of 8 cgroups (the machine fills it from the start) and 16 busy cgroups of ours: the
@@ -70,7 +87,12 @@ fn stress_more_live_cgroups_than_map_entries_overflow_counted() -> Result<()> {
     let agent = SimAgent::start(&["--bpf.max-cgroups", "8", "--attribution.cgroup-depth", "3"])?;
     thread::sleep(Duration::from_secs(1));
     let overflow = |text: &str| {
-        stress::value(text, "wattlet_bpf_overflow_cpu_seconds_total", "map", "cgroups")
+        stress::value(
+            text,
+            "wattlet_bpf_overflow_cpu_seconds_total",
+            "map",
+            "cgroups",
+        )
     };
     let before = overflow(&stress::scrape(&agent.addr)?);
 
@@ -116,7 +138,10 @@ fn stress_more_live_cgroups_than_map_entries_overflow_counted() -> Result<()> {
         stress::describe(&balances)
     );
     ensure!(capacity == CAPACITY, "capacity {capacity}");
-    ensure!(entries <= CAPACITY, "{entries} entries in a map of {CAPACITY}");
+    ensure!(
+        entries <= CAPACITY,
+        "{entries} entries in a map of {CAPACITY}"
+    );
     ensure!(overflowed > 0.0, "no overflow counted");
     ensure!(
         own + overflowed >= kernel * 0.95,

@@ -136,9 +136,9 @@ impl Attributor {
         self.ledger
             .expire(counters.at, o.retention, o.max_workloads);
         let agent_s = self.deltas.agent_cpu_seconds();
-        let mut snapshot = self
-            .ledger
-            .snapshot(zones, &self.idle, shares.by_cycles, agent_s, carbon);
+        let mut snapshot =
+            self.ledger
+                .snapshot(zones, &self.idle, shares.by_cycles, agent_s, carbon);
         snapshot.processes = processes;
         snapshot.busy_ratio = interval.busy_ratio;
         snapshot

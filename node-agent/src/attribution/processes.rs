@@ -561,7 +561,13 @@ mod tests {
             processes: 1,
             ..AttributionOptions::default()
         });
-        a.update(&read(10, [0, 0], [0, 0, 0]), Some(&power(10, 0.0)), &[], 0, None);
+        a.update(
+            &read(10, [0, 0], [0, 0, 0]),
+            Some(&power(10, 0.0)),
+            &[],
+            0,
+            None,
+        );
         // 10 s at 50 W: 200 J idle (the node's), 300 J active; the VM ran 6 s, the service 2 s,
         // of which its two processes 1 s and 0.5 s.
         let s = 1_000_000_000;

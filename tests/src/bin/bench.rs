@@ -109,12 +109,12 @@ fn part(name: &str) -> bool {
         .unwrap_or(true)
 }
 
-/// 10,000 cgroup create/use/delete cycles while the agent exports (depth 3: each churned cgroup
-/// its own series), scraped every 100 ms, with a 5 s retention.
+/// 10,000 cgroup create/use/delete cycles, in two rounds of 5,000, while the agent exports
+/// (depth 3: each churned cgroup its own series), scraped every 100 ms, with a 5 s retention.
 fn churn() -> Result<()> {
     use integration_tests::{scenarios, stress::ChurnPlan};
     let plan = ChurnPlan {
-        cycles: 10_000,
+        cycles: 5_000,
         workers: 16,
         holds: vec![Duration::ZERO, Duration::from_millis(300)],
     };
@@ -132,16 +132,23 @@ fn scrapers() -> Result<()> {
 }
 
 /// The API server refusing connections for the full 60 s while a pod starts every 2 s (every
-/// third gone again before it returns).
+/// third gone again before it returns); then the same with connections accepted and never
+/// answered.
 fn outage() -> Result<()> {
     use integration_tests::scenarios::{self, OutagePlan};
-    println!("API-server outage during pod churn — 60 s, the watcher's backoff capped at 30 s");
-    let run = scenarios::api_outage(&OutagePlan {
-        outage: Duration::from_secs(60),
-        new_every: Duration::from_secs(2),
-        die_one_in: 3,
-    })?;
-    scenarios::checked("  outage", &run.report(), run.check())
+    for (hang, what) in [(false, "refused"), (true, "hung")] {
+        println!(
+            "API-server outage during pod churn — 60 s, {what}; the watcher's backoff capped at 30 s"
+        );
+        let run = scenarios::api_outage(&OutagePlan {
+            outage: Duration::from_secs(60),
+            new_every: Duration::from_secs(2),
+            die_one_in: 3,
+            hang,
+        })?;
+        scenarios::checked("  outage", &run.report(), run.check())?;
+    }
+    Ok(())
 }
 
 /// The object loaded with per-process counting off or on, as the agent loads it.
