@@ -599,7 +599,7 @@ impl OutageRun {
 }
 
 fn container_id(k: usize) -> String {
-    format!("{:064x}", 0xc0ffee_0000usize + k)
+    format!("{:064x}", 0x00c0_ffee_0000_usize + k)
 }
 
 fn pod_uid(k: usize) -> String {
