@@ -96,25 +96,40 @@ impl HistoryPoint {
     }
 }
 
-/// The [`TOP`] containers and cgroups by power (a stopped one draws none).
+/// The [`TOP`] containers and cgroups by power (a stopped one draws none). Only those are
+/// named: a node may run thousands.
 fn top_workloads(s: &Snapshot, total: &[usize]) -> Vec<TopWorkload> {
     let watts = |w: &[Option<f64>]| sum_watts(total, w).unwrap_or(0.0);
-    let containers = s.containers.iter().map(|c| TopWorkload {
-        kind: WorkloadKind::Container,
-        id: c.id.clone(),
-        name: c.display_name(),
-        watts: watts(&c.usage.watts),
-    });
-    let cgroups = s.cgroups.iter().map(|c| TopWorkload {
-        kind: WorkloadKind::Cgroup,
-        id: c.path.clone(),
-        name: c.path.to_string(),
-        watts: watts(&c.usage.watts),
-    });
-    let mut all: Vec<TopWorkload> = containers.chain(cgroups).collect();
-    all.sort_by(|a, b| b.watts.total_cmp(&a.watts));
+    let mut all: Vec<(f64, WorkloadKind, usize)> = s
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (watts(&c.usage.watts), WorkloadKind::Container, i))
+        .chain(
+            s.cgroups
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (watts(&c.usage.watts), WorkloadKind::Cgroup, i)),
+        )
+        .collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
     all.truncate(TOP);
-    all
+    all.into_iter()
+        .map(|(watts, kind, i)| match kind {
+            WorkloadKind::Container => TopWorkload {
+                kind,
+                id: s.containers[i].id.clone(),
+                name: s.containers[i].display_name(),
+                watts,
+            },
+            WorkloadKind::Cgroup => TopWorkload {
+                kind,
+                id: s.cgroups[i].path.clone(),
+                name: s.cgroups[i].path.to_string(),
+                watts,
+            },
+        })
+        .collect()
 }
 
 /// The points, oldest first.
