@@ -1,8 +1,10 @@
 //! Churn, floods and outages, short enough for every run (`cargo xtask bench` runs the first,
 //! second and fourth at full size: 10,000 cycles, 50 scrapers for 30 s, a 60 s outage):
-//! - cgroups created, used and removed in a loop while the agent exports and is scraped: energy
-//!   balances at every scrape, the map's entries and the agent's memory return to their
-//!   baseline, and no removed cgroup keeps a series past the retention;
+//! - cgroups created, used and removed in a loop, in two rounds, while the agent exports and is
+//!   scraped: energy balances at every scrape, the map's entries return to their baseline (every
+//!   removed cgroup's entry deleted), no removed cgroup keeps a series past the retention, and
+//!   the agent's memory stays within a bound of its baseline, the second round adding nothing to
+//!   speak of (no leak);
 //! - concurrent scrapers, each from its own address: every scrape answered, no interval missed;
 //! - more busy cgroups than the in-kernel map holds: the overflow is counted, no CPU time is
 //!   lost, energy balances;
