@@ -219,7 +219,7 @@ async fn start_kubernetes(
     if mode == KubeMode::Off {
         return Ok(None);
     }
-    let client = tokio::time::timeout(Duration::from_secs(10), kube::Client::try_default()).await;
+    let client = tokio::time::timeout(Duration::from_secs(10), kubernetes::client()).await;
     match client {
         Ok(Ok(client)) => {
             let node = opts.agent.node_name();
@@ -275,6 +275,7 @@ fn measure_loop(
     } = src;
     let mut errors = 0u64;
     let mut power_errors = 0u64;
+    let mut missed = 0u64;
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -310,7 +311,8 @@ fn measure_loop(
                 });
                 latest.publish(
                     s.with_intensity_errors(carbon.intensity.errors())
-                        .with_platform(platform),
+                        .with_platform(platform)
+                        .with_missed_ticks(missed),
                 )
             }
             Err(e) => {
@@ -319,11 +321,7 @@ fn measure_loop(
                 warn!("reading kernel counters failed ({errors} so far): {e:#}");
             }
         }
-        next += interval;
-        let now = Instant::now();
-        if next < now {
-            next = now;
-        }
+        next = next_tick(next, interval, Instant::now(), &mut missed);
         // Sleep in short steps so that shutdown is prompt.
         while !stop.load(Ordering::Relaxed) {
             let left = next.saturating_duration_since(Instant::now());
@@ -333,6 +331,19 @@ fn measure_loop(
             thread::sleep(left.min(Duration::from_millis(100)));
         }
     }
+}
+
+/// When the next interval starts: one interval after the last tick, or at once if that tick
+/// has already passed while the work ran (the schedule then shifts rather than bursting to catch
+/// up), counting every tick that passed into `missed`.
+fn next_tick(last: Instant, interval: Duration, now: Instant, missed: &mut u64) -> Instant {
+    let next = last + interval;
+    if next >= now {
+        return next;
+    }
+    let behind = now.duration_since(next).as_nanos() / interval.as_nanos().max(1);
+    *missed += 1 + u64::try_from(behind).unwrap_or(u64::MAX);
+    now
 }
 
 /// The first failures, then one in a hundred: a broken file fails at every tick.
@@ -392,5 +403,28 @@ impl Signals {
             _ = self.term.recv() => StopSignal::Term,
             _ = self.int.recv() => StopSignal::Int,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_interval_counts_the_ticks_it_missed_and_shifts_the_schedule() {
+        let t0 = Instant::now();
+        let i = Duration::from_millis(100);
+        let mut missed = 0;
+        // On time: the next tick is one interval on, nothing missed.
+        assert_eq!(next_tick(t0, i, t0 + i / 2, &mut missed), t0 + i);
+        assert_eq!(missed, 0);
+        // The work ran past the next tick: one missed, the next interval starts now.
+        let now = t0 + i + Duration::from_millis(30);
+        assert_eq!(next_tick(t0, i, now, &mut missed), now);
+        assert_eq!(missed, 1);
+        // Past two more ticks: three in all.
+        let now = t0 + i * 3 + Duration::from_millis(1);
+        assert_eq!(next_tick(t0, i, now, &mut missed), now);
+        assert_eq!(missed, 4);
     }
 }

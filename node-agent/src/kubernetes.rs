@@ -163,6 +163,26 @@ impl Metadata {
     }
 }
 
+/// How long a request may wait for the API server's next bytes before it fails and is retried:
+/// without it, a request caught by a partition (connection accepted, never answered) would hang
+/// for good and the metadata would never be confirmed again. 60 s is the API server's own
+/// default request timeout.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The API server ends each watch after this long, and the watcher resumes from where it was:
+/// less than [`READ_TIMEOUT`], so that a quiet node's watch is never taken for a dead one.
+pub const WATCH_TIMEOUT_SECS: u32 = 50;
+
+/// A client for the API server from the in-cluster service account or KUBECONFIG, with
+/// [`READ_TIMEOUT`].
+pub async fn client() -> Result<Client, String> {
+    let mut config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+    config.read_timeout = Some(READ_TIMEOUT);
+    // Counted from each request sent, not from when its pooled connection last went idle.
+    config.reset_reader_on_write = true;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
 /// Watches this node's pods until the process ends. Any failure (the API server unreachable, a
 /// dropped watch it cannot resume) restarts the watch from a fresh list after a backoff of 1 s
 /// doubling to 30 s, so that the metadata is confirmed again as soon as the API server answers;
@@ -172,7 +192,9 @@ pub async fn watch(client: Client, node: String, shared: Arc<Metadata>, retentio
     let mut backoff = Duration::from_secs(1);
     let mut failing = false;
     loop {
-        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+        let config = watcher::Config::default()
+            .fields(&format!("spec.nodeName={node}"))
+            .timeout(WATCH_TIMEOUT_SECS);
         let (reader, writer) = reflector::store::<Pod>();
         // Only what the join needs is kept: no managed fields, annotations or spec.
         let events = watcher(api.clone(), config).modify(|pod| {

@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub work: Duration,
     /// Reads of the kernel counters that failed so far.
     pub read_errors: u64,
+    /// Interval ticks missed so far: ticks that came while the work was still running.
+    pub missed_ticks: u64,
     /// The attribution's workloads joined with pod metadata, built once here rather than at
     /// every scrape. Per-zone vectors are in the order of `attribution.zones`.
     pub containers: Vec<ContainerRow>,
@@ -206,6 +208,7 @@ impl Snapshot {
             metadata,
             work,
             read_errors,
+            missed_ticks: 0,
             containers,
             pods,
             cgroups,
@@ -229,6 +232,12 @@ impl Snapshot {
         if let Some(c) = &mut self.carbon {
             c.errors = errors;
         }
+        self
+    }
+
+    /// The interval ticks the measuring loop missed so far.
+    pub fn with_missed_ticks(mut self, missed: u64) -> Self {
+        self.missed_ticks = missed;
         self
     }
 

@@ -15,8 +15,11 @@ use anyhow::{Context as _, Result, bail};
 
 pub mod browser;
 pub mod dashboards;
+pub mod kube_api;
 pub mod pki;
 pub mod rapl_sim;
+pub mod scenarios;
+pub mod stress;
 
 /// The cgroup v2 mount of this machine.
 pub fn cgroup2_root() -> Result<PathBuf> {

@@ -111,7 +111,11 @@ fn check_objects(source: &str, docs: &[Value]) -> Result<Vec<String>> {
             "Namespace" => drop(parse::<Namespace>(doc)?),
             "ServiceAccount" => drop(parse::<ServiceAccount>(doc)?),
             "Service" => drop(parse::<Service>(doc)?),
+            "ConfigMap" if is_seccomp_profile(doc) => {
+                check_seccomp_profile(&parse(doc)?).with_context(context)?
+            }
             "ConfigMap" => check_dashboards(&parse(doc)?).with_context(context)?,
+            "Secret" => check_web_secret(&parse(doc)?).with_context(context)?,
             // CRDs of the Prometheus Operator: not in k8s-openapi; their shape is checked by hand.
             "ServiceMonitor" => ensure!(
                 doc["spec"]["endpoints"][0]["port"] == "http-metrics",
@@ -276,6 +280,42 @@ fn check_dashboards(cm: &ConfigMap) -> Result<()> {
     Ok(())
 }
 
+/// The ConfigMap carrying the Localhost seccomp profile (the chart's `<release>-seccomp`, the
+/// overlay's `wattlet-seccomp-<hash>`).
+fn is_seccomp_profile(doc: &Value) -> bool {
+    doc["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| n.ends_with("-seccomp") || n.starts_with("wattlet-seccomp"))
+}
+
+/// The seccomp profile's ConfigMap holds exactly deploy/seccomp/wattlet.json.
+fn check_seccomp_profile(cm: &ConfigMap) -> Result<()> {
+    let data = cm.data.clone().unwrap_or_default();
+    ensure!(data.keys().eq(["wattlet.json"]), "keys {:?}", data.keys());
+    let shipped: Value = serde_json::from_str(&std::fs::read_to_string(
+        deploy_dir().join("seccomp/wattlet.json"),
+    )?)?;
+    ensure!(
+        serde_json::from_str::<Value>(&data["wattlet.json"])? == shipped,
+        "the ConfigMap does not hold deploy/seccomp/wattlet.json"
+    );
+    Ok(())
+}
+
+/// The web configuration's Secret: one file, web.yml, that the agent's own parser accepts.
+fn check_web_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<()> {
+    let data = secret.string_data.clone().unwrap_or_default();
+    ensure!(data.keys().eq(["web.yml"]), "keys {:?}", data.keys());
+    let dir = std::env::temp_dir().join(format!("wattlet-helm-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("web.yml");
+    std::fs::write(&file, &data["web.yml"])?;
+    let loaded = node_agent::exporter::web::WebConfig::load(&file);
+    let _ = std::fs::remove_dir_all(&dir);
+    loaded.context("the agent refuses the chart's web.yml")?;
+    Ok(())
+}
+
 /// deploy/rules/wattlet.rules.yaml, as JSON.
 fn rules_file() -> Result<Value> {
     Ok(serde_yaml::from_str(&std::fs::read_to_string(
@@ -363,6 +403,161 @@ fn deploy_helm_chart_renders_lints_and_is_least_privilege() -> Result<()> {
     println!(
         "deploy — helm: {} objects by default, {} with everything on; lint clean",
         defaults.len(),
+        docs.len()
+    );
+    Ok(())
+}
+
+/// A bcrypt hash (of "change-me", as in the README's example).
+const HASH: &str = "$2b$10$k/IJ23yf.LcaJSGDaMF.yOIJAvZkGbU.akuAA/YyAKz/l6VBF7fDi";
+
+/// The DaemonSet's pod spec, its agent container, and a volume of the pod by name.
+fn pod_of(docs: &[Value]) -> Result<Value> {
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .context("no DaemonSet")?;
+    Ok(ds["spec"]["template"]["spec"].clone())
+}
+
+fn volume(pod: &Value, name: &str) -> Result<Value> {
+    pod["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == name).cloned())
+        .with_context(|| format!("no volume {name}"))
+}
+
+fn has_arg(pod: &Value, arg: &str) -> bool {
+    pod["containers"][0]["args"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == arg))
+}
+
+/// The web configuration as the kustomize docs and the README describe it (a Secret mounted as
+/// `--web.config.file`, TLS from a certificate Secret, the health exemption for the probes) and
+/// the Localhost seccomp profile exactly as the seccomp-localhost overlay installs it.
+#[test]
+fn deploy_helm_chart_web_config_and_seccomp_localhost() -> Result<()> {
+    let config = serde_json::json!({
+        "tls_server_config": {"cert_file": "/etc/wattlet/tls/tls.crt",
+                              "key_file": "/etc/wattlet/tls/tls.key"},
+        "basic_auth_users": {"prometheus": HASH},
+        "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
+    });
+    let values = serde_json::json!({
+        "web": {"config": config, "tlsSecret": "wattlet-tls", "healthUnauthenticated": true},
+        "seccomp": {"profile": "Localhost"},
+        "serviceMonitor": {"enabled": true},
+    });
+    let docs = render_helm(&values)?;
+    assert_eq!(
+        check_objects("helm (web config, seccomp Localhost)", &docs)?,
+        expected(&["ConfigMap", "Secret", "ServiceMonitor"])
+    );
+    let pod = pod_of(&docs)?;
+    let agent = &pod["containers"][0];
+
+    // The web config: the Secret holds the values' config, mounted where the flag points.
+    assert!(has_arg(&pod, "--web.config.file=/etc/wattlet/web/web.yml"));
+    assert!(has_arg(&pod, "--web.health-unauthenticated"));
+    let secret = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret")
+        .context("no Secret")?;
+    let web_yml: Value = serde_yaml::from_str(
+        secret["stringData"]["web.yml"]
+            .as_str()
+            .context("web.yml")?,
+    )?;
+    assert_eq!(web_yml, config, "the Secret holds web.config");
+    let mounted = |path: &str| -> Result<Value> {
+        let m = agent["volumeMounts"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["mountPath"] == path).cloned())
+            .with_context(|| format!("nothing mounted at {path}"))?;
+        assert_eq!(m["readOnly"], true, "{path} read-only");
+        volume(&pod, m["name"].as_str().context("mount name")?)
+    };
+    assert_eq!(
+        mounted("/etc/wattlet/web")?["secret"]["secretName"],
+        secret["metadata"]["name"]
+    );
+    assert_eq!(
+        mounted("/etc/wattlet/tls")?["secret"]["secretName"],
+        "wattlet-tls"
+    );
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(agent[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    let monitor = docs
+        .iter()
+        .find(|d| d["kind"] == "ServiceMonitor")
+        .context("no ServiceMonitor")?;
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+
+    // Seccomp: what the overlay does, to the letter.
+    let overlay = pod_of(&render("overlays/seccomp-localhost")?)?;
+    assert_eq!(
+        agent["securityContext"]["seccompProfile"],
+        overlay["containers"][0]["securityContext"]["seccompProfile"]
+    );
+    assert_eq!(pod["initContainers"], overlay["initContainers"]);
+    assert_eq!(
+        volume(&pod, "host-seccomp")?,
+        volume(&overlay, "host-seccomp")?
+    );
+    let profile_cm = volume(&pod, "seccomp-profile")?["configMap"]["name"].clone();
+    assert!(
+        docs.iter()
+            .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == profile_cm),
+        "the profile's ConfigMap {profile_cm} is rendered"
+    );
+
+    // Mutual TLS: the kubelet has no client certificate, so the probes only connect.
+    let mtls = serde_json::json!({"web": {"config": {"tls_server_config": {
+        "cert_file": "/etc/wattlet/tls/tls.crt", "key_file": "/etc/wattlet/tls/tls.key",
+        "client_ca_file": "/etc/wattlet/tls/ca.crt",
+        "client_auth_type": "RequireAndVerifyClientCert"}}, "tlsSecret": "wattlet-tls"}});
+    let mtls_pod = pod_of(&render_helm(&mtls)?)?;
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let p = &mtls_pod["containers"][0][probe];
+        assert_eq!(p["tcpSocket"]["port"], "http-metrics", "{probe}: {p}");
+        assert!(p["httpGet"].is_null(), "{probe}: {p}");
+    }
+
+    // An existing Secret: mounted, none rendered.
+    let existing =
+        render_helm(&serde_json::json!({"web": {"existingSecret": "my-web", "tls": true}}))?;
+    assert!(!existing.iter().any(|d| d["kind"] == "Secret"));
+    let existing_pod = pod_of(&existing)?;
+    assert_eq!(
+        volume(&existing_pod, "web-config")?["secret"]["secretName"],
+        "my-web"
+    );
+    assert!(has_arg(
+        &existing_pod,
+        "--web.config.file=/etc/wattlet/web/web.yml"
+    ));
+    assert!(!has_arg(&existing_pod, "--web.health-unauthenticated"));
+
+    // Refused: basic auth whose probes could not authenticate, and an unconfined profile.
+    let locked_out = render_helm(
+        &serde_json::json!({"web": {"config": {"basic_auth_users": {"prometheus": HASH}}}}),
+    )
+    .expect_err("basic auth without the health exemption must not render");
+    assert!(
+        format!("{locked_out:#}").contains("web.healthUnauthenticated"),
+        "{locked_out:#}"
+    );
+    let unconfined = render_helm(&serde_json::json!({"seccomp": {"profile": "Unconfined"}}))
+        .expect_err("an Unconfined profile must not render");
+    assert!(
+        format!("{unconfined:#}").contains("never Unconfined"),
+        "{unconfined:#}"
+    );
+    println!(
+        "deploy — helm: web config (TLS + basic auth) and seccomp Localhost render {} objects, \
+         the overlay's seccomp to the letter; mutual TLS probes by TCP; bad values refused",
         docs.len()
     );
     Ok(())

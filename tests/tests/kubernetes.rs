@@ -12,174 +12,15 @@ use std::{
 };
 
 use anyhow::Result;
-use axum::{
-    Router,
-    body::{Body, Bytes},
-    extract::{Path, Query, State},
-    http::StatusCode,
-    response::{IntoResponse, Response},
-    routing::get,
-};
 use integration_tests::{
-    TestCgroup, free_port, http_get, require_root, start_agent_with_env, wait_for,
+    TestCgroup, free_port, http_get,
+    kube_api::{ApiServer, Fake, Shared, pod},
+    require_root, start_agent_with_env, wait_for,
 };
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use serde_json::json;
 
 fn workload() -> std::process::Command {
     integration_tests::workload!()
-}
-
-#[derive(Default)]
-struct Fake {
-    pods: Vec<Value>,
-    resource_version: u64,
-    watchers: Vec<mpsc::UnboundedSender<Bytes>>,
-    watch_requests: usize,
-    /// The node's region label, and the node requests seen (name, and whether a get).
-    region: Option<String>,
-    node_requests: Vec<String>,
-}
-
-type Shared = Arc<Mutex<Fake>>;
-
-impl Fake {
-    fn bump(&mut self) -> String {
-        self.resource_version += 1;
-        self.resource_version.to_string()
-    }
-
-    fn send(&mut self, event: Value) {
-        let line = Bytes::from(format!("{event}\n"));
-        self.watchers.retain(|w| w.send(line.clone()).is_ok());
-    }
-
-    fn add(&mut self, mut pod: Value, announce: bool) {
-        pod["metadata"]["resourceVersion"] = json!(self.bump());
-        self.pods.push(pod.clone());
-        if announce {
-            self.send(json!({"type": "ADDED", "object": pod}));
-        }
-    }
-
-    fn modify(&mut self, uid: &str, f: impl FnOnce(&mut Value)) {
-        let rv = self.bump();
-        let Some(pod) = self.pods.iter_mut().find(|p| p["metadata"]["uid"] == uid) else {
-            return;
-        };
-        f(pod);
-        pod["metadata"]["resourceVersion"] = json!(rv);
-        let pod = pod.clone();
-        self.send(json!({"type": "MODIFIED", "object": pod}));
-    }
-
-    fn delete(&mut self, uid: &str) {
-        let rv = self.bump();
-        if let Some(i) = self.pods.iter().position(|p| p["metadata"]["uid"] == uid) {
-            let mut pod = self.pods.remove(i);
-            pod["metadata"]["resourceVersion"] = json!(rv);
-            self.send(json!({"type": "DELETED", "object": pod}));
-        }
-    }
-
-    /// The watch's resource version is too old: the client must list again.
-    fn gone(&mut self) {
-        self.send(json!({"type": "ERROR", "object": {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": "too old resource version", "reason": "Expired", "code": 410
-        }}));
-        self.watchers.clear();
-    }
-}
-
-async fn pods(State(fake): State<Shared>, Query(q): Query<Vec<(String, String)>>) -> Response {
-    let mut f = fake.lock().unwrap();
-    let selector = q
-        .iter()
-        .find(|(k, _)| k == "fieldSelector")
-        .map(|(_, v)| v.as_str());
-    if selector != Some("spec.nodeName=e2e-node") {
-        return (
-            StatusCode::BAD_REQUEST,
-            "the agent must select its node's pods",
-        )
-            .into_response();
-    }
-    if q.iter()
-        .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
-    {
-        f.watch_requests += 1;
-        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        f.watchers.push(tx);
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
-        });
-        return Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from_stream(stream))
-            .unwrap();
-    }
-    let list = json!({
-        "apiVersion": "v1", "kind": "PodList",
-        "metadata": {"resourceVersion": f.resource_version.to_string()},
-        "items": f.pods,
-    });
-    ([("content-type", "application/json")], list.to_string()).into_response()
-}
-
-/// `GET /api/v1/nodes/<name>`: e2e-node, labelled with the fake's region; any other name is not
-/// found.
-async fn node(State(fake): State<Shared>, Path(name): Path<String>) -> Response {
-    let mut f = fake.lock().unwrap();
-    f.node_requests.push(name.clone());
-    if name != "e2e-node" {
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "reason": "NotFound", "code": 404, "message": format!("nodes \"{name}\" not found")});
-        return (StatusCode::NOT_FOUND, status.to_string()).into_response();
-    }
-    let labels = match &f.region {
-        Some(r) => json!({"kubernetes.io/hostname": name, "topology.kubernetes.io/region": r}),
-        None => json!({"kubernetes.io/hostname": name}),
-    };
-    let node = json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "uid": "n-1", "resourceVersion": "7", "labels": labels}});
-    ([("content-type", "application/json")], node.to_string()).into_response()
-}
-
-/// The stand-in API server's routes: pods (list and watch) and one node.
-fn api(fake: Shared) -> Router {
-    Router::new()
-        .route("/api/v1/pods", get(pods))
-        .route("/api/v1/nodes/{name}", get(node))
-        .with_state(fake)
-}
-
-/// A kubeconfig pointing at the stand-in API server on `port`.
-fn kubeconfig(name: &str, port: u16) -> Result<std::path::PathBuf> {
-    let path = std::env::temp_dir().join(format!("wattlet-{name}-{}", std::process::id()));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
-        ),
-    )?;
-    Ok(path)
-}
-
-fn pod(uid: &str, name: &str, containers: &[(&str, &str)]) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"uid": uid, "name": name, "namespace": "shop",
-                     "managedFields": [{"manager": "kubelet"}]},
-        "spec": {"nodeName": "e2e-node", "containers": [{"name": "x"}]},
-        "status": {"containerStatuses": containers.iter().map(|(n, id)| json!({
-            "name": n, "containerID": format!("containerd://{id}"), "image": "i",
-            "imageID": "i", "ready": true, "restartCount": 0
-        })).collect::<Vec<_>>()}
-    })
 }
 
 const UIDS: [&str; 3] = [
@@ -199,24 +40,9 @@ fn labels_follow_the_api_server_and_survive_its_loss() -> Result<()> {
     fake.lock()
         .unwrap()
         .add(pod(UIDS[0], "web-1", &[("app", &id(1))]), false);
-    let rt = tokio::runtime::Runtime::new()?;
-    let api_port = free_port()?;
     // The API server: started, and later stopped (connections refused) and started again.
-    let start_api = || -> Result<tokio::sync::oneshot::Sender<()>> {
-        let app = api(fake.clone());
-        let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", api_port)))?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        rt.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Ok(stop)
-    };
-    let stop_api = start_api()?;
-    let dir = kubeconfig("kubeconfig", api_port)?;
+    let mut api = ApiServer::start(fake.clone())?;
+    let dir = api.kubeconfig("kubeconfig")?;
 
     // Containers of pods: cgroups with a sleeping process each, so they stay in the kernel's map.
     let base = TestCgroup::new("k8s-meta")?;
@@ -308,8 +134,7 @@ fn labels_follow_the_api_server_and_survive_its_loss() -> Result<()> {
 
     // The API server goes away (connections refused): labels stay, scrapes stay fast, the
     // metadata ages.
-    fake.lock().unwrap().watchers.clear();
-    let _ = stop_api.send(());
+    api.stop();
     std::thread::sleep(Duration::from_secs(4));
     let t = Instant::now();
     let (status, body) = http_get(&addr, "/metrics", None)?;
@@ -348,7 +173,7 @@ fn labels_follow_the_api_server_and_survive_its_loss() -> Result<()> {
     );
 
     // The API server comes back: the watcher resumes.
-    let _stop_api = start_api()?;
+    api.resume()?;
     wait_for(
         "the metadata to be fresh again",
         Duration::from_secs(30),
@@ -378,12 +203,8 @@ fn kubernetes_node_region_picks_the_carbon_tables_factor() -> Result<()> {
         region: Some("eu-west-1".into()),
         ..Fake::default()
     }));
-    let rt = tokio::runtime::Runtime::new()?;
-    let api_port = free_port()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", api_port)))?;
-    let app = api(fake.clone());
-    rt.spawn(async move { axum::serve(listener, app).await });
-    let config = kubeconfig("region-kubeconfig", api_port)?;
+    let api = ApiServer::start(fake.clone())?;
+    let config = api.kubeconfig("region-kubeconfig")?;
     let want = node_agent::carbon::lookup(Some("eu-west-1"))
         .expect("eu-west-1 is in the table")
         .grams_per_kwh;

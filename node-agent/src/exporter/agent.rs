@@ -134,6 +134,12 @@ fn interval(enc: &mut DescriptorEncoder, s: &Snapshot) -> fmt::Result {
         "Time the last interval's work took: reading the kernel counters and the power source, and attributing.",
         s.work.as_secs_f64(),
     )?;
+    counter_family(
+        enc,
+        "wattlet_interval_missed_ticks",
+        "Interval ticks that came while the previous interval's work was still running (the next interval then starts at once and the schedule shifts): 0 while measuring keeps time. Raise --interval if it grows.",
+        [([] as [(&str, &str); 0], s.missed_ticks as f64)],
+    )?;
     let power_errors = s.power.as_ref().map(|w| (w.source.as_str(), w.errors));
     counter_family(
         enc,

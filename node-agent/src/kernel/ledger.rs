@@ -138,6 +138,9 @@ impl CgroupLedger {
         let removed = &self.removed;
         self.taken
             .retain(|id, _| removed.contains(id) || alive.contains_key(id));
+        // Without this, every cgroup ever seen would keep its path for good.
+        self.paths
+            .retain(|id, _| removed.contains(id) || alive.contains_key(id));
     }
 
     /// Removed cgroups whose counts were taken are reported with their final totals.
@@ -279,6 +282,10 @@ mod tests {
         let r = host.read(&mut ledger, 13);
         assert!(r.samples.is_empty(), "10 s after its removal it goes");
         assert_eq!(r.deletions, 1);
+        assert!(
+            ledger.paths.is_empty() && ledger.taken.is_empty(),
+            "nothing of it is kept"
+        );
     }
 
     #[test]

@@ -473,6 +473,7 @@ pub(crate) fn snapshot() -> Snapshot {
     )
     .with_intensity_errors(intensity_errors())
     .with_platform(Some(platform()))
+    .with_missed_ticks(2)
 }
 
 /// A BMC read through a PowerControl entry (its zone is in [`power`] only).

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`. Figures are printed, not asserted.
+//! `cargo xtask bench`. Figures are printed (the churn, flood and outage parts also check what
+//! must hold, and fail the benchmark otherwise).
 //! - Cost per event of the sched_switch accounting program, measured by the kernel
 //!   (BPF_ENABLE_STATS: run_time_ns / run_cnt) in the same run and under the same load as two
 //!   reference programs on the same tracepoint: an empty one, and a "floor" that only reads the
@@ -9,6 +10,12 @@
 //!   loads: threads of one process, and separate processes (each switch out charges another
 //!   process than the CPU's previous one).
 //! - One full read of every zone of a two-socket powercap fixture tree.
+//! - Churn, floods and outages (issue 13; their checks fail the benchmark): 10,000 cgroups
+//!   created, used and removed while the agent exports; 50 concurrent scrapers for 30 s; the API
+//!   server refusing connections for 60 s while pods come and go.
+//!
+//! `WATTLET_BENCH=churn,scrapers` (a comma-separated list of sched_switch, power, render, agent,
+//! churn, scrapers, outage) runs only those parts; all of them by default.
 
 use std::{
     sync::{
@@ -63,18 +70,84 @@ fn main() -> Result<()> {
          benchmark's eBPF object and names it there",
     )?;
     let _stats = enable_stats(Stats::RunTime).context("enabling BPF run-time statistics")?;
-    println!(
-        "sched_switch cost per event — {ROUNDS} rounds × {ROUND:?} per load, all four programs \
-         attached together, attach order rotated each round; wattlet = processes not counted \
-         (--metrics.processes 0), +procs = counted"
-    );
-    instructions(&object)?;
-    for load in [Load::Threads, Load::Processes] {
-        sched_switch_cost(&object, load)?;
+    if part("sched_switch") {
+        println!(
+            "sched_switch cost per event — {ROUNDS} rounds × {ROUND:?} per load, all four programs \
+             attached together, attach order rotated each round; wattlet = processes not counted \
+             (--metrics.processes 0), +procs = counted"
+        );
+        instructions(&object)?;
+        for load in [Load::Threads, Load::Processes] {
+            sched_switch_cost(&object, load)?;
+        }
     }
-    power_read()?;
-    render()?;
-    agent_cost()?;
+    if part("power") {
+        power_read()?;
+    }
+    if part("render") {
+        render()?;
+    }
+    if part("agent") {
+        agent_cost()?;
+    }
+    if part("churn") {
+        churn()?;
+    }
+    if part("scrapers") {
+        scrapers()?;
+    }
+    if part("outage") {
+        outage()?;
+    }
+    Ok(())
+}
+
+/// Whether `WATTLET_BENCH` selects this part (every part when it is unset).
+fn part(name: &str) -> bool {
+    std::env::var("WATTLET_BENCH")
+        .map(|list| list.split(',').any(|p| p.trim() == name))
+        .unwrap_or(true)
+}
+
+/// 10,000 cgroup create/use/delete cycles, in two rounds of 5,000, while the agent exports
+/// (depth 3: each churned cgroup its own series), scraped every 100 ms, with a 5 s retention.
+fn churn() -> Result<()> {
+    use integration_tests::{scenarios, stress::ChurnPlan};
+    let plan = ChurnPlan {
+        cycles: 5_000,
+        workers: 16,
+        holds: vec![Duration::ZERO, Duration::from_millis(300)],
+    };
+    println!("cgroup churn while exporting — interval 200 ms, retention 5 s");
+    let run = scenarios::churn_while_exporting(&plan, Duration::from_secs(5))?;
+    scenarios::checked("  churn", &run.report(), run.check())
+}
+
+/// 50 concurrent scrapers for 30 s, each from its own loopback address.
+fn scrapers() -> Result<()> {
+    use integration_tests::scenarios;
+    println!("concurrent scrapers — interval 200 ms, default connection limits");
+    let run = scenarios::flood_run(50, Duration::from_secs(30))?;
+    scenarios::checked("  scrapers", &run.report(), run.check())
+}
+
+/// The API server refusing connections for the full 60 s while a pod starts every 2 s (every
+/// third gone again before it returns); then the same with connections accepted and never
+/// answered.
+fn outage() -> Result<()> {
+    use integration_tests::scenarios::{self, OutagePlan};
+    for (hang, what) in [(false, "refused"), (true, "hung")] {
+        println!(
+            "API-server outage during pod churn — 60 s, {what}; the watcher's backoff capped at 30 s"
+        );
+        let run = scenarios::api_outage(&OutagePlan {
+            outage: Duration::from_secs(60),
+            new_every: Duration::from_secs(2),
+            die_one_in: 3,
+            hang,
+        })?;
+        scenarios::checked("  outage", &run.report(), run.check())?;
+    }
     Ok(())
 }
 
