@@ -180,9 +180,17 @@ impl KernelCounters {
         })
     }
 
-    /// Every entry of the cgroup map, its per-CPU values summed.
+    /// Every entry of the cgroup map, its per-CPU values summed: in batches where the kernel
+    /// has them, else key by key.
     fn cgroup_entries(&self) -> Result<Vec<(u64, CgroupCounters)>, KernelError> {
         let mut entries = Vec::new();
+        let batched = sys::percpu_for_each(self.cgroups.map().fd().as_fd(), |id, values| {
+            entries.push((id, snapshot::sum_cgroup(values)))
+        })
+        .map_err(KernelError::Batch)?;
+        if batched {
+            return Ok(entries);
+        }
         for id in self.map_ids() {
             match self.cgroups.get(&id, 0) {
                 Ok(values) => entries.push((id, snapshot::sum_cgroup(&values))),
@@ -231,10 +239,17 @@ impl ProcessMaps {
         }))
     }
 
-    /// The map's entries, then the caches (in that order: a slot written to the map between the
-    /// two reads is missed for one read rather than counted twice).
-    fn read(&mut self, at: Duration, possible_cpus: usize) -> Result<ProcessesRead, KernelError> {
+    /// Every entry of the process map, its per-CPU times summed: in batches where the kernel has
+    /// them, else key by key.
+    fn entries(&self) -> Result<Vec<(ProcessKey, u64)>, KernelError> {
         let mut entries = Vec::new();
+        let batched = sys::percpu_for_each(self.map.map().fd().as_fd(), |key, values: &[u64]| {
+            entries.push((key, values.iter().sum::<u64>()))
+        })
+        .map_err(KernelError::Batch)?;
+        if batched {
+            return Ok(entries);
+        }
         for key in self.map.keys().filter_map(|k| k.ok()) {
             match self.map.get(&key, 0) {
                 Ok(values) => entries.push((key, values.iter().sum::<u64>())),
@@ -242,6 +257,13 @@ impl ProcessMaps {
                 Err(e) => return Err(map_error("reading the process map")(e)),
             }
         }
+        Ok(entries)
+    }
+
+    /// The map's entries, then the caches (in that order: a slot written to the map between the
+    /// two reads is missed for one read rather than counted twice).
+    fn read(&mut self, at: Duration, possible_cpus: usize) -> Result<ProcessesRead, KernelError> {
+        let entries = self.entries()?;
         let caches = self
             .cache
             .get(&0, 0)

@@ -63,6 +63,8 @@ pub enum KernelError {
     },
     #[error("removing a dead cgroup's entry from the map")]
     Delete(#[source] io::Error),
+    #[error("reading an in-kernel map in batches")]
+    Batch(#[source] io::Error),
 }
 
 impl KernelError {

@@ -3,7 +3,10 @@
 //! - `BPF_MAP_LOOKUP_AND_DELETE_ELEM` on a per-CPU hash, so a dead cgroup's last counts are read
 //!   and its entry removed in one step, with nothing charged in between lost.
 //!
-//! Both check the map's layout with `BPF_OBJ_GET_INFO_BY_FD` before they hand the kernel a
+//! - `BPF_MAP_LOOKUP_BATCH` on a per-CPU hash, so that reading every entry takes a syscall per
+//!   few hundred entries instead of two per entry (the next key, then its values).
+//!
+//! All check the map's layout with `BPF_OBJ_GET_INFO_BY_FD` before they hand the kernel a
 //! pointer: the kernel copies as many bytes as the map declares, whatever the caller passed.
 
 use std::{
@@ -15,6 +18,7 @@ use std::{
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 4;
 const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
@@ -30,6 +34,19 @@ struct MapElemAttr {
     _pad: u32,
     key: u64,
     value: u64,
+    flags: u64,
+}
+
+/// The part of `union bpf_attr` used by BPF_MAP_*_BATCH commands.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
     flags: u64,
 }
 
@@ -122,15 +139,8 @@ pub fn perf_array_set(map: BorrowedFd<'_>, cpu: u32, event: BorrowedFd<'_>) -> i
     )
 }
 
-/// Reads and deletes one entry of a per-CPU hash with `K` keys into `values`, one `V` per
-/// possible CPU. Returns false if the key was not there. Fails without a syscall on the entry if
-/// the map's keys are not `K`, its values are not `V`, or `values` is shorter than the possible
-/// CPUs.
-pub fn percpu_lookup_and_delete<K: aya::Pod, V: aya::Pod>(
-    map: BorrowedFd<'_>,
-    key: K,
-    values: &mut [V],
-) -> io::Result<bool> {
+/// Checks that `map` is a per-CPU hash of `K` keys and `V` values, at the kernel's stride.
+fn check_percpu_hash<K, V>(map: BorrowedFd<'_>) -> io::Result<MapInfo> {
     let info = map_info(map)?;
     let size = std::mem::size_of::<V>();
     if !matches!(
@@ -152,6 +162,86 @@ pub fn percpu_lookup_and_delete<K: aya::Pod, V: aya::Pod>(
              read into a slice"
         )));
     }
+    Ok(info)
+}
+
+/// Entries asked for per BPF_MAP_LOOKUP_BATCH call (more when one hash bucket holds more).
+const BATCH: usize = 256;
+
+/// Reads every entry of a per-CPU hash with `K` keys, calling `each` with the key and its
+/// values (one `V` per possible CPU), a batch of entries per syscall. Returns false, having
+/// called nothing, where the kernel has no batch lookup (before 5.6): read entry by entry then.
+/// An entry added or deleted during the walk may be seen or not, as with a key-by-key walk.
+pub fn percpu_for_each<K: aya::Pod + Default, V: aya::Pod + Default>(
+    map: BorrowedFd<'_>,
+    mut each: impl FnMut(K, &[V]),
+) -> io::Result<bool> {
+    check_percpu_hash::<K, V>(map)?;
+    let cpus = possible_cpus()?;
+    let mut chunk = BATCH;
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    // The hash map's batch token is a bucket index (u32); 8 bytes leave room to spare.
+    let (mut token, mut first) = (0u64, true);
+    loop {
+        keys.resize(chunk, K::default());
+        values.resize(chunk * cpus, V::default());
+        let mut next = 0u64;
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token as *const u64 as u64
+            },
+            out_batch: &mut next as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: chunk as u32,
+            map_fd: map.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // The kernel writes at most `count` keys and `count` × possible CPUs values, at the
+        // layout checked above, which is what the buffers hold.
+        let done = match bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
+            // A bucket holds more entries than asked for: ask for more.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && chunk < (1 << 20) => {
+                chunk *= 4;
+                continue;
+            }
+            Err(e) if first && unsupported(&e) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let n = (attr.count as usize).min(chunk);
+        for (key, values) in keys[..n].iter().zip(values.chunks_exact(cpus)) {
+            each(*key, values);
+        }
+        if done {
+            return Ok(true);
+        }
+        (token, first) = (next, false);
+    }
+}
+
+/// The kernel has no batch operations for this map (EINVAL before 5.6, ENOTSUPP = 524).
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | 524)
+    )
+}
+
+/// Reads and deletes one entry of a per-CPU hash with `K` keys into `values`, one `V` per
+/// possible CPU. Returns false if the key was not there. Fails without a syscall on the entry if
+/// the map's keys are not `K`, its values are not `V`, or `values` is shorter than the possible
+/// CPUs.
+pub fn percpu_lookup_and_delete<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    key: K,
+    values: &mut [V],
+) -> io::Result<bool> {
+    check_percpu_hash::<K, V>(map)?;
     let cpus = possible_cpus()?;
     if values.len() < cpus {
         return Err(layout_error(format!(
@@ -204,11 +294,15 @@ mod tests {
 
     /// A per-CPU hash of u64 keys and `value_size`-byte values, or None without CAP_BPF.
     fn percpu_hash(value_size: u32) -> Option<OwnedFd> {
+        percpu_hash_of(value_size, 4)
+    }
+
+    fn percpu_hash_of(value_size: u32, max_entries: u32) -> Option<OwnedFd> {
         let mut attr = CreateAttr {
             map_type: BPF_MAP_TYPE_PERCPU_HASH,
             key_size: 8,
             value_size,
-            max_entries: 4,
+            max_entries,
         };
         // SAFETY: attr is a valid BPF_MAP_CREATE prefix, alive for the call.
         let fd = unsafe {
@@ -267,6 +361,50 @@ mod tests {
             !percpu_lookup_and_delete(fd, key, &mut out).unwrap(),
             "deleted"
         );
+    }
+
+    fn update(fd: BorrowedFd<'_>, key: u64, values: &[[u64; 2]]) {
+        bpf(
+            BPF_MAP_UPDATE_ELEM,
+            &mut MapElemAttr {
+                map_fd: fd.as_raw_fd() as u32,
+                _pad: 0,
+                key: &key as *const u64 as u64,
+                value: values.as_ptr() as u64,
+                flags: 0,
+            },
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn for_each_reads_every_entry_across_batches_and_checks_the_layout() {
+        // More entries than one batch asks for, so that the walk takes several calls.
+        let n = 3 * BATCH as u64 + 7;
+        let Some(map) = percpu_hash_of(16, n as u32) else {
+            return;
+        };
+        let cpus = possible_cpus().unwrap();
+        let fd = map.as_fd();
+        let mut seen = Vec::new();
+        assert!(percpu_for_each(fd, |k: u64, _: &[[u64; 2]]| seen.push(k)).unwrap());
+        assert!(seen.is_empty(), "an empty map has no entries");
+        for key in 0..n {
+            let values: Vec<[u64; 2]> = (0..cpus as u64).map(|c| [key, c]).collect();
+            update(fd, key, &values);
+        }
+        let mut seen = Vec::new();
+        let batched = percpu_for_each(fd, |k: u64, v: &[[u64; 2]]| {
+            assert_eq!(v.len(), cpus);
+            assert!(v.iter().enumerate().all(|(c, x)| *x == [k, c as u64]));
+            seen.push(k);
+        })
+        .unwrap();
+        assert!(batched, "kernel 5.6+ has batch lookups");
+        seen.sort_unstable();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "each entry once");
+        let e = percpu_for_each(fd, |_: u64, _: &[u64]| {}).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod perf;
 pub mod privileges;
 pub mod uname;
 
-pub use bpf::{percpu_lookup_and_delete, perf_array_set};
+pub use bpf::{percpu_for_each, percpu_lookup_and_delete, perf_array_set};
 pub use clock::{monotonic_now, own_cpu_ns};
 pub use perf::{
     PERF_COUNT_HW_CPU_CYCLES, PERF_COUNT_HW_INSTRUCTIONS, PERF_COUNT_SW_CPU_CLOCK,
