@@ -17,6 +17,7 @@ pub mod config;
 pub mod exporter;
 pub mod flags;
 pub mod fuzzing;
+pub(crate) mod http_client;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;

@@ -18,7 +18,7 @@ use axum::{
 use integration_tests::{
     Prometheus, TestCgroup,
     dashboards::{self, LabelVariable, Panel},
-    free_port,
+    free_port, kube_api,
     rapl_sim::{RaplSim, SimConfig},
     require_root, start_agent_with_env, url_encode, wait_all, wait_for,
 };
@@ -436,20 +436,7 @@ fn start_api_server(rt: &tokio::runtime::Runtime) -> Result<std::path::PathBuf> 
     let port = free_port()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))?;
     rt.spawn(async move { axum::serve(listener, app).await });
-    let path = std::env::temp_dir().join(format!(
-        "wattlet-greenops-kubeconfig-{}",
-        std::process::id()
-    ));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
-        ),
-    )?;
-    Ok(path)
+    kube_api::kubeconfig("greenops-kubeconfig", port)
 }
 
 async fn pods(State(list): State<Arc<Value>>, Query(q): Query<Vec<(String, String)>>) -> Response {

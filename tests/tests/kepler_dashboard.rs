@@ -23,8 +23,8 @@ use axum::{
     routing::get,
 };
 use integration_tests::{
-    Prometheus, Running, TestCgroup, dashboards::interpolate, free_port, rapl_sim::RaplSim,
-    require_root, start_agent_with_env, url_encode, wait_for,
+    Prometheus, Running, TestCgroup, dashboards::interpolate, free_port, kube_api,
+    rapl_sim::RaplSim, require_root, start_agent_with_env, url_encode, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -226,18 +226,7 @@ fn stand_in_api_server(rt: &tokio::runtime::Runtime) -> Result<std::path::PathBu
     rt.spawn(
         async move { axum::serve(listener, Router::new().route("/api/v1/pods", get(pods))).await },
     );
-    let path =
-        std::env::temp_dir().join(format!("wattlet-kepler-kubeconfig-{}", std::process::id()));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
-        ),
-    )?;
-    Ok(path)
+    kube_api::kubeconfig("kepler-kubeconfig", port)
 }
 
 /// The pods' containers (light load) and the VM (one busy process), in cgroups laid out as

@@ -19,7 +19,8 @@ use axum::{
     routing::get,
 };
 use integration_tests::{
-    Prometheus, Running, TestCgroup, agent_binary, browser, free_port, http_get, pod_container,
+    Prometheus, Running, TestCgroup, agent_binary, browser, free_port, http_get, kube_api,
+    pod_container,
     rapl_sim::{RaplSim, SimConfig},
     rel_diff, require_root, start_agent_with_env, wait_all, wait_for,
 };
@@ -73,18 +74,7 @@ fn api_server(rt: &tokio::runtime::Runtime) -> Result<std::path::PathBuf> {
     rt.spawn(
         async move { axum::serve(listener, Router::new().route("/api/v1/pods", get(pods))).await },
     );
-    let kubeconfig =
-        std::env::temp_dir().join(format!("wattlet-report-kube-{}", std::process::id()));
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-             clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
-             users: [{{name: fake, user: {{}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n"
-        ),
-    )?;
-    Ok(kubeconfig)
+    kube_api::kubeconfig("report-kube", port)
 }
 
 /// `wattlet report` with `args`: its output, whatever its exit status.

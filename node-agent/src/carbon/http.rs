@@ -5,17 +5,11 @@ use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use log::{debug, warn};
+use http_body_util::Empty;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer};
 
-/// Responses larger than this are not an intensity document.
-const MAX_BODY: usize = 1 << 20;
+use crate::http_client::{self, Failure, Https, MAX_BODY};
 
 /// A URL as logged and shown: without its query, which may hold a key (the zone there is
 /// not worth the risk).
@@ -59,22 +53,24 @@ impl FetchError {
     }
 }
 
-/// An error with its causes, which hyper keeps out of its own message ("client error
-/// (Connect)": connection refused, DNS, certificate...).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
+impl FetchError {
+    fn from_failure(f: Failure, url: String, timeout: Duration) -> Self {
+        match f {
+            Failure::Unreachable(detail) => FetchError::Unreachable { url, detail },
+            Failure::Status(status) => FetchError::Status {
+                url,
+                status,
+                hint: status_hint(status),
+            },
+            Failure::TooLarge => FetchError::TooLarge { url },
+            Failure::Timeout => FetchError::Timeout { url, timeout },
+        }
     }
-    s
 }
 
 #[derive(Clone, Debug)]
 pub(crate) struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Https,
 }
 
 impl HttpClient {
@@ -119,43 +115,8 @@ impl HttpClient {
                 url: shown.clone(),
                 detail: e.to_string(),
             })?;
-        let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| FetchError::Unreachable {
-                    url: shown.clone(),
-                    detail: chain(&e),
-                })?;
-            let status = resp.status();
-            if !status.is_success() {
-                return Err(FetchError::Status {
-                    url: shown.clone(),
-                    status,
-                    hint: status_hint(status),
-                });
-            }
-            let body = Limited::new(resp.into_body(), MAX_BODY).collect().await;
-            body.map(|b| b.to_bytes()).map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    FetchError::TooLarge { url: shown.clone() }
-                } else {
-                    FetchError::Unreachable {
-                        url: shown.clone(),
-                        detail: chain(&*e),
-                    }
-                }
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                Err(FetchError::Timeout {
-                    url: shown.clone(),
-                    timeout,
-                })
-            })
+        let body = http_client::exchange(&self.client, req, timeout).await;
+        body.map_err(|f| FetchError::from_failure(f, shown, timeout))
     }
 }
 
@@ -170,22 +131,9 @@ fn status_hint(status: StatusCode) -> &'static str {
     }
 }
 
-/// The system's CA certificates; webpki's bundled roots where there are none (a distroless
-/// image without ca-certificates).
+/// The system's CA roots and `extra`.
 fn roots(extra: &[CertificateDer<'static>]) -> RootCertStore {
-    let mut store = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        debug!("loading the system's CA certificates: {e}");
-    }
-    let (added, _) = store.add_parsable_certificates(native.certs);
-    if added == 0 {
-        warn!(
-            "no CA certificates found on this system (SSL_CERT_FILE, /etc/ssl/certs): \
-             --carbon.intensity-url uses the Mozilla roots built into wattlet"
-        );
-        store.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
-    }
+    let mut store = http_client::system_roots("--carbon.intensity-url");
     store.add_parsable_certificates(extra.iter().cloned());
     store
 }

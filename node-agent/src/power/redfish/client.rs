@@ -3,15 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, header};
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client as Hyper, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use log::debug;
+use http_body_util::Empty;
+use hyper_util::{client::legacy::Client as Hyper, rt::TokioExecutor};
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -20,14 +14,13 @@ use rustls::{
 };
 use serde_json::Value;
 
+use crate::http_client::{self, Failure, Https};
+
 use super::{
     RedfishError, RedfishOptions,
     error::status_hint,
     options::{CaFile, RedfishUrl},
 };
-
-/// Responses larger than this are not a Redfish resource.
-pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// How the BMC's certificate is checked.
 #[derive(Clone, Debug)]
@@ -42,7 +35,7 @@ pub(crate) enum Trust {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Client {
-    http: Hyper<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    http: Https,
     url: RedfishUrl,
     auth: Option<HeaderValue>,
     timeout: Duration,
@@ -96,64 +89,31 @@ impl Client {
             url: url.clone(),
             what: format!("not a valid request: {e}"),
         })?;
-        let body = tokio::time::timeout(self.timeout, self.exchange(req, &url))
-            .await
-            .unwrap_or_else(|_| {
-                Err(RedfishError::Timeout {
-                    url: url.clone(),
-                    timeout: self.timeout,
-                })
-            })?;
+        let body = (http_client::exchange(&self.http, req, self.timeout).await)
+            .map_err(|f| self.failed(f, &url))?;
         serde_json::from_slice(&body).map_err(|e| RedfishError::NotJson {
             url,
             detail: e.to_string(),
         })
     }
 
-    async fn exchange(&self, req: Request<Empty<Bytes>>, url: &str) -> Result<Bytes, RedfishError> {
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| RedfishError::Unreachable {
-                url: url.to_owned(),
-                detail: chain(&e),
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(RedfishError::Status {
-                url: url.to_owned(),
+    /// The exchange's failure, for `url`.
+    fn failed(&self, f: Failure, url: &str) -> RedfishError {
+        let url = url.to_owned();
+        match f {
+            Failure::Unreachable(detail) => RedfishError::Unreachable { url, detail },
+            Failure::Status(status) => RedfishError::Status {
+                url,
                 status,
                 hint: status_hint(status),
-            });
+            },
+            Failure::TooLarge => RedfishError::TooLarge { url },
+            Failure::Timeout => RedfishError::Timeout {
+                url,
+                timeout: self.timeout,
+            },
         }
-        let body = Limited::new(resp.into_body(), MAX_BODY).collect().await;
-        body.map(|b| b.to_bytes()).map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                RedfishError::TooLarge {
-                    url: url.to_owned(),
-                }
-            } else {
-                RedfishError::Unreachable {
-                    url: url.to_owned(),
-                    detail: chain(&*e),
-                }
-            }
-        })
     }
-}
-
-/// An error with its causes, which hyper keeps out of its own message ("client error
-/// (Connect)": connection refused, certificate...).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 fn tls(trust: &Trust) -> Result<ClientConfig, RedfishError> {
@@ -169,24 +129,11 @@ fn tls(trust: &Trust) -> Result<ClientConfig, RedfishError> {
             store.add_parsable_certificates(ca.certs.iter().cloned());
             builder.with_root_certificates(store)
         }
-        Trust::System => builder.with_root_certificates(system_roots()),
+        Trust::System => {
+            builder.with_root_certificates(http_client::system_roots("--power.redfish.url"))
+        }
     };
     Ok(config.with_no_client_auth())
-}
-
-/// The system's CA certificates; webpki's bundled roots where there are none (a distroless
-/// image without ca-certificates).
-fn system_roots() -> RootCertStore {
-    let mut store = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        debug!("loading the system's CA certificates: {e}");
-    }
-    let (added, _) = store.add_parsable_certificates(native.certs);
-    if added == 0 {
-        store.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
-    }
-    store
 }
 
 /// `--power.redfish.insecure`: any certificate is accepted; the handshake's signatures are

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::client::MAX_BODY;
+use crate::http_client::MAX_BODY;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedfishError {
