@@ -111,7 +111,15 @@ pub fn sci(r: &Report) -> Vec<(&'static str, &'static str, String)> {
             .inputs
             .intensity
             .iter()
-            .map(|i| format!("{} g/kWh ({}, {})", num(i.grams_per_kwh), i.source, i.zone))
+            .map(|i| {
+                // A grid zone only where the source names one (the default has none).
+                let zone = if i.zone.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", i.zone)
+                };
+                format!("{} g/kWh ({}{zone})", num(i.grams_per_kwh), i.source)
+            })
             .collect();
         let effective = r
             .effective_intensity()
