@@ -4,8 +4,8 @@
 //! in the v2 hierarchy. The agent caches id → path and rescans the tree when it meets an id it does
 //! not know, at most once per read cycle.
 
+use crate::ids::IdMap;
 use std::{
-    collections::HashMap,
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -105,7 +105,7 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct CgroupTree {
     mount: PathBuf,
-    by_id: HashMap<u64, Arc<str>>,
+    by_id: IdMap<u64, Arc<str>>,
     rescanned_this_cycle: bool,
     scans: u64,
 }
@@ -114,7 +114,7 @@ impl CgroupTree {
     pub fn new(mount: impl Into<PathBuf>) -> Self {
         Self {
             mount: mount.into(),
-            by_id: HashMap::new(),
+            by_id: IdMap::default(),
             rescanned_this_cycle: false,
             scans: 0,
         }

@@ -18,6 +18,7 @@ pub mod exporter;
 pub mod flags;
 pub mod fuzzing;
 pub(crate) mod http_client;
+pub mod ids;
 pub mod kernel;
 pub mod kubernetes;
 pub mod power;

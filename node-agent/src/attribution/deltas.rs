@@ -3,11 +3,8 @@
 //! adds only what it counted itself); the node's busy ratio; the agent's own CPU time; each
 //! zone's energy. And how active energy is shared among the workloads that ran.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use crate::ids::IdMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use node_agent_common::CgroupCounters;
 
@@ -29,7 +26,7 @@ struct Known {
 /// The previous readings, to take differences from.
 #[derive(Debug, Default)]
 pub(crate) struct Deltas {
-    ids: HashMap<u64, Known>,
+    ids: IdMap<u64, Known>,
     reads: u64,
     last_overflow: Option<CgroupCounters>,
     last_cpu: Option<(u64, u64)>,

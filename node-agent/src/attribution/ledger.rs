@@ -81,27 +81,74 @@ fn get<T: Default + Clone>(v: &[T], i: Option<usize>) -> T {
     i.and_then(|i| v.get(i).cloned()).unwrap_or_default()
 }
 
+/// The entries of `keys`, each with its place in `keys`, in one walk of the ledger: `keys` are in
+/// order (an interval's workloads are a sorted map's), so each is found by stepping on rather
+/// than by a search of its own (with 1,000 workloads, the searches' comparisons were a quarter
+/// of the agent's CPU).
+fn entries_of<'a>(
+    workloads: &'a mut BTreeMap<Workload, Entry>,
+    keys: &'a [Workload],
+) -> impl Iterator<Item = (usize, &'a mut Entry)> {
+    debug_assert!(keys.is_sorted(), "keys out of order");
+    let mut ledger = workloads.iter_mut().peekable();
+    (keys.iter().enumerate()).filter_map(move |(i, k)| step_to(&mut ledger, k).map(|e| (i, e)))
+}
+
+/// Steps a sorted map's iterator on to `key`: its value if the map has it (the iterator then
+/// past it), else None (the iterator at the first key after it).
+fn step_to<'a, V>(
+    it: &mut std::iter::Peekable<impl Iterator<Item = (&'a Workload, V)>>,
+    key: &Workload,
+) -> Option<V> {
+    loop {
+        match it.peek()?.0.cmp(key) {
+            std::cmp::Ordering::Less => {
+                it.next();
+            }
+            std::cmp::Ordering::Equal => return it.next().map(|(_, v)| v),
+            std::cmp::Ordering::Greater => return None,
+        }
+    }
+}
+
+/// The keys of `b` that `a` lacks, both sorted, in one walk.
+fn missing<'a>(
+    a: impl Iterator<Item = &'a Workload>,
+    b: impl Iterator<Item = &'a Workload>,
+) -> impl Iterator<Item = &'a Workload> {
+    let mut a = a.map(|w| (w, ())).peekable();
+    b.filter(move |w| step_to(&mut a, w).is_none())
+}
+
 impl Ledger {
     /// Starts the interval at `now`: every workload starts it stopped and without power; those
     /// the kernel reported add what they counted and say whether they run.
     pub fn count(&mut self, now: Duration, reported: &BTreeMap<Workload, (CgroupCounters, bool)>) {
+        let new: Vec<Workload> = missing(self.workloads.keys(), reported.keys())
+            .cloned()
+            .collect();
+        self.workloads
+            .extend(new.into_iter().map(|w| (w, Entry::default())));
+        let mut reported = reported.iter().peekable();
         for (w, e) in &mut self.workloads {
             e.watts.fill(None);
             e.interval.fill(0.0);
             e.carbon.start_interval();
-            // Running at the last interval and not reported now: stopped as of then.
-            if std::mem::take(&mut e.running) && !reported.contains_key(w) {
-                self.stopped.end(w.clone(), self.last_at, ());
-            }
-        }
-        for (w, (d, running)) in reported {
-            let e = self.workloads.entry(w.clone()).or_default();
-            e.counters.add(d);
-            e.running = *running;
-            if *running {
-                self.stopped.resume(w);
-            } else {
-                self.stopped.renew(w.clone(), now, ());
+            let was_running = std::mem::take(&mut e.running);
+            match step_to(&mut reported, w) {
+                Some((d, running)) => {
+                    e.counters.add(d);
+                    e.running = *running;
+                    if !running {
+                        self.stopped.renew(w.clone(), now, ());
+                    } else if !was_running {
+                        // Only a workload that was not running can be among the stopped.
+                        self.stopped.resume(w);
+                    }
+                }
+                // Running at the last interval and not reported now: stopped as of then.
+                None if was_running => self.stopped.end(w.clone(), self.last_at, ()),
+                None => {}
             }
         }
         self.last_at = now;
@@ -126,13 +173,11 @@ impl Ledger {
         node.kept += s.kept_by_node;
         node.active_watts = per_s(s.active);
         node.idle_watts = per_s(s.idle);
-        for (i, w) in keys.iter().enumerate() {
+        for (i, e) in entries_of(&mut self.workloads, keys) {
             let j = s.workload_active[i] + s.workload_idle[i];
-            if let Some(e) = self.workloads.get_mut(w) {
-                *at(&mut e.joules, zi) += j;
-                *at(&mut e.interval, zi) += j;
-                *at(&mut e.watts, zi) = per_s(j);
-            }
+            *at(&mut e.joules, zi) += j;
+            *at(&mut e.interval, zi) += j;
+            *at(&mut e.watts, zi) = per_s(j);
         }
         if let Some(f) = agent_fraction {
             *at(&mut self.agent_joules, zi) += s.active * f;
@@ -144,8 +189,8 @@ impl Ledger {
     pub fn charge_grams(&mut self, zone: &str, g: &ZoneGrams, keys: &[Workload]) {
         let zi = self.zone_index(zone);
         self.carbon.charge(zi, g);
-        for (w, grams) in keys.iter().zip(&g.split.workloads) {
-            if let Some(e) = self.workloads.get_mut(w) {
+        for (i, e) in entries_of(&mut self.workloads, keys) {
+            if let Some(grams) = g.split.workloads.get(i) {
                 e.carbon.charge(g.source, zi, *grams);
             }
         }
@@ -154,8 +199,8 @@ impl Ledger {
     /// Adds the interval's embodied grams: the node's, and each workload's.
     pub fn charge_embodied(&mut self, g: &GramsSplit, keys: &[Workload]) {
         self.carbon.charge_embodied(g);
-        for (w, grams) in keys.iter().zip(&g.workloads) {
-            if let Some(e) = self.workloads.get_mut(w) {
+        for (i, e) in entries_of(&mut self.workloads, keys) {
+            if let Some(grams) = g.workloads.get(i) {
                 e.carbon.charge_embodied(*grams);
             }
         }
@@ -294,6 +339,45 @@ impl Ledger {
             emissions: self
                 .carbon
                 .zone(self.zone_names.iter().position(|n| n == zone)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cgroup(n: u8) -> Workload {
+        Workload::Cgroup(Arc::from(format!("/w{n:03}")))
+    }
+
+    proptest! {
+        /// The walks find what searches would: every key the ledger has, at its place in
+        /// `keys`, and every key it lacks.
+        #[test]
+        fn walks_find_what_searches_would(
+            ledger in proptest::collection::btree_set(any::<u8>(), 0..40),
+            keys in proptest::collection::btree_set(any::<u8>(), 0..40),
+        ) {
+            let mut workloads: BTreeMap<Workload, Entry> =
+                ledger.iter().map(|n| (cgroup(*n), Entry::default())).collect();
+            for n in &ledger {
+                workloads.get_mut(&cgroup(*n)).unwrap().counters.cpu_ns = u64::from(*n);
+            }
+            let keys: Vec<Workload> = keys.iter().map(|n| cgroup(*n)).collect();
+            let walked: Vec<(usize, u64)> = entries_of(&mut workloads, &keys)
+                .map(|(i, e)| (i, e.counters.cpu_ns))
+                .collect();
+            let searched: Vec<(usize, u64)> = (keys.iter().enumerate())
+                .filter_map(|(i, k)| workloads.get(k).map(|e| (i, e.counters.cpu_ns)))
+                .collect();
+            prop_assert_eq!(walked, searched);
+            let lacking: Vec<&Workload> = missing(workloads.keys(), keys.iter()).collect();
+            let searched: Vec<&Workload> =
+                keys.iter().filter(|k| !workloads.contains_key(k)).collect();
+            prop_assert_eq!(lacking, searched);
         }
     }
 }

@@ -14,6 +14,7 @@
 //! monotonic, each joule is counted by exactly one series, none is lost to a series that went
 //! before it was scraped, and there are never more than N + 1 series per zone.
 
+use crate::ids::IdMap;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
@@ -156,12 +157,12 @@ pub(crate) struct Processes {
     top: usize,
     linger: Duration,
     /// Per key, its CPU time at the last interval.
-    last: HashMap<ProcessKey, u64>,
+    last: IdMap<ProcessKey, u64>,
     /// At most `top`.
     slots: Vec<Slot>,
     /// What the series of live processes no longer shown had counted: shown again, a process
     /// continues where its series stopped.
-    history: HashMap<u32, Counted>,
+    history: IdMap<u32, Counted>,
     other: Counted,
 }
 
@@ -180,9 +181,9 @@ impl Processes {
         Self {
             top,
             linger,
-            last: HashMap::new(),
+            last: IdMap::default(),
             slots: Vec::new(),
-            history: HashMap::new(),
+            history: IdMap::default(),
             other: Counted::default(),
         }
     }
@@ -299,7 +300,7 @@ impl Processes {
         workload_of: impl Fn(u64) -> Option<Workload>,
     ) -> BTreeMap<u32, Pid> {
         let mut by_pid: BTreeMap<u32, Pid> = BTreeMap::new();
-        let mut last = HashMap::with_capacity(samples.len());
+        let mut last = IdMap::with_capacity_and_hasher(samples.len(), Default::default());
         for (k, s) in samples {
             let d = increase(self.last.get(k).copied(), s.cpu_ns);
             last.insert(*k, s.cpu_ns);

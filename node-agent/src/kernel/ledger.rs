@@ -7,11 +7,8 @@
 //! Each cgroup id reports what the kernel counted for it. A path re-created under a new id (a
 //! restarted service) is a new cgroup here; the attribution ledger keeps the workload's totals.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use crate::ids::IdMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use node_agent_common::{CgroupCounters, CpuCounters};
 
@@ -32,11 +29,11 @@ pub struct CgroupsRead {
 #[derive(Debug)]
 pub struct CgroupLedger {
     /// Path of every id last seen alive.
-    paths: HashMap<u64, Arc<str>>,
+    paths: IdMap<u64, Arc<str>>,
     /// Per map entry, its summed CPU time at the last read (to tell which ran since).
-    cpu_seen: HashMap<u64, u64>,
+    cpu_seen: IdMap<u64, u64>,
     /// Counts already taken out of the map, per id (the last read of a removed cgroup's entry).
-    taken: HashMap<u64, CgroupCounters>,
+    taken: IdMap<u64, CgroupCounters>,
     /// Removed cgroups, since when, and their last known path.
     removed: Retention<u64, Option<Arc<str>>>,
     keep_removed: Duration,
@@ -51,9 +48,9 @@ impl CgroupLedger {
     /// longest-removed go first).
     pub fn new(keep_removed: Duration, max_removed: usize) -> Self {
         Self {
-            paths: HashMap::new(),
-            cpu_seen: HashMap::new(),
-            taken: HashMap::new(),
+            paths: IdMap::default(),
+            cpu_seen: IdMap::default(),
+            taken: IdMap::default(),
             removed: Retention::new(),
             keep_removed,
             max_removed,
@@ -75,7 +72,7 @@ impl CgroupLedger {
         mut take: impl FnMut(u64) -> Result<Option<CgroupCounters>, E>,
     ) -> Result<CgroupsRead, E> {
         let mut samples = BTreeMap::new();
-        let mut cpu_now = HashMap::new();
+        let mut cpu_now = IdMap::with_capacity_and_hasher(self.cpu_seen.len(), Default::default());
         for (id, counted) in entries {
             let ran = self.cpu_seen.get(&id).is_some_and(|c| *c != counted.cpu_ns);
             cpu_now.insert(id, counted.cpu_ns);
@@ -176,7 +173,7 @@ impl CgroupLedger {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
+    use std::{collections::HashMap, convert::Infallible};
 
     use proptest::prelude::*;
 

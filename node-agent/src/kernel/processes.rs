@@ -15,13 +15,8 @@
 //! exists) when first seen and after any read in which it did not run; one that ran is alive.
 //! The executable's path is read again only when `comm` changed (an exec).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    io,
-    path::Path,
-    sync::Arc,
-    time::Duration,
-};
+use crate::ids::IdMap;
+use std::{collections::BTreeMap, io, path::Path, sync::Arc, time::Duration};
 
 use node_agent_common::ProcessKey;
 
@@ -42,13 +37,13 @@ pub struct ProcessesSeen {
 #[derive(Debug)]
 pub struct ProcessLedger {
     /// Names per tgid, as last read; None if it exited before they could be read.
-    names: HashMap<u32, Option<Arc<ProcessNames>>>,
+    names: IdMap<u32, Option<Arc<ProcessNames>>>,
     /// Per key, map entry + cached at the last read (to tell which processes ran since).
-    seen: HashMap<ProcessKey, u64>,
+    seen: IdMap<ProcessKey, u64>,
     /// Counts taken out of the map, per key (the last reads of exited processes' entries).
-    taken: HashMap<ProcessKey, u64>,
+    taken: IdMap<ProcessKey, u64>,
     /// Per key, the total last reported: totals never go back.
-    reported: HashMap<ProcessKey, u64>,
+    reported: IdMap<ProcessKey, u64>,
     /// Keys of exited processes, since when.
     removed: Retention<ProcessKey>,
     keep_removed: Duration,
@@ -59,10 +54,10 @@ pub struct ProcessLedger {
 impl ProcessLedger {
     pub fn new(keep_removed: Duration, max_removed: usize) -> Self {
         Self {
-            names: HashMap::new(),
-            seen: HashMap::new(),
-            taken: HashMap::new(),
-            reported: HashMap::new(),
+            names: IdMap::default(),
+            seen: IdMap::default(),
+            taken: IdMap::default(),
+            reported: IdMap::default(),
             removed: Retention::new(),
             keep_removed,
             max_removed,
@@ -90,7 +85,7 @@ impl ProcessLedger {
             observed.entry(k).or_default().1 += ns;
         }
         let alive = self.liveness(&observed, &mut probe);
-        let mut seen = HashMap::with_capacity(observed.len());
+        let mut seen = IdMap::with_capacity_and_hasher(observed.len(), Default::default());
         let mut live_entries = 0;
         for (k, (in_map, in_cache)) in observed {
             let counted = if alive[&k.tgid] {
@@ -121,8 +116,8 @@ impl ProcessLedger {
         &mut self,
         observed: &BTreeMap<ProcessKey, (Option<u64>, u64)>,
         probe: &mut impl FnMut(u32, Option<&Arc<ProcessNames>>) -> Option<Arc<ProcessNames>>,
-    ) -> HashMap<u32, bool> {
-        let mut ran: HashMap<u32, bool> = HashMap::new();
+    ) -> IdMap<u32, bool> {
+        let mut ran: IdMap<u32, bool> = IdMap::default();
         for (k, (in_map, in_cache)) in observed {
             let moved = self.seen.get(k) != Some(&(in_map.unwrap_or(0) + in_cache));
             *ran.entry(k.tgid).or_default() |= moved;
@@ -172,7 +167,7 @@ impl ProcessLedger {
 
     /// Forgets exited processes after the retention (the longest-exited first beyond the
     /// bound), with their names once none of their keys is left.
-    fn expire(&mut self, at: Duration, alive: &HashMap<u32, bool>) {
+    fn expire(&mut self, at: Duration, alive: &IdMap<u32, bool>) {
         for (k, ()) in self.removed.expire(at, self.keep_removed, self.max_removed) {
             self.taken.remove(&k);
             self.reported.remove(&k);
@@ -182,11 +177,11 @@ impl ProcessLedger {
         self.reported
             .retain(|k, _| alive.get(&k.tgid) == Some(&true) || removed.contains(k));
         let reported = &self.reported;
-        let tgids: std::collections::HashSet<u32> = reported.keys().map(|k| k.tgid).collect();
+        let tgids: crate::ids::IdSet<u32> = reported.keys().map(|k| k.tgid).collect();
         self.names.retain(|tgid, _| tgids.contains(tgid));
     }
 
-    fn samples(&self, alive: &HashMap<u32, bool>) -> BTreeMap<ProcessKey, ProcessSample> {
+    fn samples(&self, alive: &IdMap<u32, bool>) -> BTreeMap<ProcessKey, ProcessSample> {
         self.reported
             .iter()
             .map(|(k, total)| {
@@ -265,7 +260,7 @@ pub fn shows_host_pids(procfs: &Path) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
-    use std::convert::Infallible;
+    use std::{collections::HashMap, convert::Infallible};
 
     use proptest::prelude::*;
 
