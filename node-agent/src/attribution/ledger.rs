@@ -5,7 +5,7 @@
 //! expires and its energy moves to the expired total.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -264,19 +264,22 @@ impl Ledger {
         self.pods.retain(|uid, _| live_pods.contains(uid));
     }
 
-    /// Each workload's energy of the interval, per zone in the order of `zones`.
-    pub fn interval_joules(&self, zones: &[String]) -> HashMap<Workload, Vec<f64>> {
+    /// The energy of the interval of each of `keys` (in order), per zone in the order of
+    /// `zones`; zeros for a key the ledger does not have.
+    pub fn interval_joules<'a>(
+        &self,
+        zones: &[String],
+        keys: impl Iterator<Item = &'a Workload>,
+    ) -> Vec<Vec<f64>> {
         let idx: Vec<Option<usize>> = (zones.iter())
             .map(|z| self.zone_names.iter().position(|n| n == z))
             .collect();
-        (self.workloads.iter())
-            .map(|(w, e)| {
-                (
-                    w.clone(),
-                    idx.iter().map(|i| get(&e.interval, *i)).collect(),
-                )
-            })
-            .collect()
+        let mut ledger = self.workloads.iter().peekable();
+        keys.map(|k| match step_to(&mut ledger, k) {
+            Some(e) => idx.iter().map(|i| get(&e.interval, *i)).collect(),
+            None => vec![0.0; zones.len()],
+        })
+        .collect()
     }
 
     /// The totals, per zone in the order of `zones`.

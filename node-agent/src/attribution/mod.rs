@@ -164,13 +164,9 @@ impl Attributor {
         if self.opts.processes == 0 || counters.processes.map_capacity == 0 {
             return Vec::new();
         }
-        let joules = self.ledger.interval_joules(zones);
-        let workloads = (interval.workloads.iter())
-            .map(|(w, (c, _))| {
-                let joules = joules
-                    .get(w)
-                    .cloned()
-                    .unwrap_or_else(|| vec![0.0; zones.len()]);
+        let joules = (self.ledger).interval_joules(zones, interval.workloads.keys());
+        let workloads = (interval.workloads.iter().zip(joules))
+            .map(|((w, (c, _)), joules)| {
                 let cpu_ns = c.cpu_ns;
                 (w.clone(), processes::WorkloadInterval { cpu_ns, joules })
             })
