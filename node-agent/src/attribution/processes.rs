@@ -71,17 +71,17 @@ pub struct ProcessInterval {
 /// workload ever gives out more than it has. Pure.
 pub fn share_by_cpu(
     workloads: &BTreeMap<Workload, WorkloadInterval>,
-    processes: &[ProcessInterval],
+    processes: &[impl std::borrow::Borrow<ProcessInterval>],
     zones: usize,
 ) -> Vec<Vec<f64>> {
+    let processes = || processes.iter().map(|p| p.borrow());
     let mut in_workload: HashMap<&Workload, u64> = HashMap::new();
-    for p in processes {
+    for p in processes() {
         for (w, ns) in &p.cpu_ns {
             *in_workload.entry(w).or_default() += ns;
         }
     }
-    processes
-        .iter()
+    processes()
         .map(|p| {
             let mut joules = vec![0.0; zones];
             for (w, ns) in &p.cpu_ns {
@@ -198,7 +198,7 @@ impl Processes {
     ) -> Vec<ProcessTotals> {
         let by_pid = self.deltas(samples, workload_of);
         let pids: Vec<u32> = by_pid.keys().copied().collect();
-        let intervals: Vec<ProcessInterval> = by_pid.values().map(|p| p.interval.clone()).collect();
+        let intervals: Vec<&ProcessInterval> = by_pid.values().map(|p| &p.interval).collect();
         let energy = share_by_cpu(inputs.workloads, &intervals, inputs.zones);
         let cpu: Vec<u64> = (intervals.iter())
             .map(|p| p.cpu_ns.iter().map(|c| c.1).sum())

@@ -12,7 +12,11 @@ use crate::{
 
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn counters(at_s: u64, cgroups: &[(u64, &str, u64, bool)], busy_ns: u64) -> CountersSnapshot {
+pub(super) fn counters(
+    at_s: u64,
+    cgroups: &[(u64, &str, u64, bool)],
+    busy_ns: u64,
+) -> CountersSnapshot {
     CountersSnapshot {
         at: Duration::from_secs(at_s),
         cgroups: cgroups
