@@ -103,7 +103,22 @@ fn every_panel_of_keplers_dashboard_has_data() -> Result<()> {
     std::thread::sleep(Duration::from_secs(3));
 
     let vars = variables(&prom, &dashboard, start)?;
-    let table = panels(&prom, &dashboard, &vars.values, start)?;
+    // Under load (kernel threads compacting memory, say) the busy process can drop out of the
+    // top 10 for a moment: the panels are queried again, for up to 30 s, until each subject
+    // shows where it should.
+    let mut tries = 0;
+    let table = loop {
+        let table = panels(&prom, &dashboard, &vars.values, start)?;
+        match subjects_shown(&table) {
+            Ok(()) => break table,
+            Err(e) if tries < 10 => {
+                tries += 1;
+                println!("kepler dashboard — {e}; querying again in 3 s");
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     every_process_option(
         &prom,
         &dashboard,
@@ -119,7 +134,12 @@ fn every_panel_of_keplers_dashboard_has_data() -> Result<()> {
         );
     }
     cpus_and_conservation(&prom)?;
-    let by_id = |id: u64| table.iter().find(|r| r.id == id).unwrap();
+    Ok(())
+}
+
+/// Each panel shows its subject: the busy process, both containers, the namespace, the VM, and
+/// the CPU model.
+fn subjects_shown(table: &[PanelRow]) -> Result<()> {
     for (id, label, want) in [
         (203, "model_name", None),
         (208, "comm", Some(COMM)),
@@ -128,7 +148,8 @@ fn every_panel_of_keplers_dashboard_has_data() -> Result<()> {
         (218, "pod_namespace", Some("billing")),
         (222, "vm_name", Some(VM)),
     ] {
-        let values = &by_id(id).values[label];
+        let row = (table.iter().find(|r| r.id == id)).with_context(|| format!("no panel {id}"))?;
+        let values = (row.values.get(label)).with_context(|| format!("panel {id}: no {label}"))?;
         match want {
             Some(v) => ensure!(
                 values.contains(v),
