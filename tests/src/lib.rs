@@ -186,15 +186,25 @@ pub fn rel_diff(a: f64, b: f64) -> f64 {
 
 /// A minimal HTTP/1.0 GET on loopback (no client library needed): (status, body).
 pub fn http_get(addr: &str, path: &str, accept: Option<&str>) -> Result<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let accept = accept
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
+    get_over(std::net::TcpStream::connect(addr)?, addr, path, &accept)
+}
+
+/// An HTTP/1.0 GET over a connected stream, with `headers` (each ending in CRLF) besides Host:
+/// (status, body).
+pub fn get_over(
+    mut s: std::net::TcpStream,
+    host: &str,
+    path: &str,
+    headers: &str,
+) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;

@@ -5,8 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
     sync::atomic::{AtomicUsize, Ordering},
     thread,
@@ -324,22 +323,7 @@ pub fn get_from(from: Ipv4Addr, to: SocketAddr, path: &str) -> Result<(u16, Stri
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     socket.bind(&SocketAddrV4::new(from, 0).into())?;
     socket.connect_timeout(&to.into(), Duration::from_secs(10))?;
-    let mut s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {to}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    Ok((status, body.to_owned()))
+    crate::get_over(socket.into(), &to.to_string(), path, "")
 }
 
 #[cfg(test)]

@@ -53,13 +53,7 @@ fn stress_concurrent_scrapers_all_answered_and_no_interval_missed() -> Result<()
 #[test]
 fn stress_api_server_outage_during_pod_churn_labels_catch_up() -> Result<()> {
     require_root();
-    let run = scenarios::api_outage(&OutagePlan {
-        outage: Duration::from_secs(20),
-        new_every: Duration::from_secs(2),
-        die_one_in: 3,
-        hang: false,
-    })?;
-    checked("stress outage", &run.report(), run.check())
+    short_outage("stress outage", false)
 }
 
 /// The same, with the API server accepting connections and never answering them (a partition
@@ -69,13 +63,18 @@ fn stress_api_server_outage_during_pod_churn_labels_catch_up() -> Result<()> {
 #[test]
 fn stress_api_server_hang_during_pod_churn_labels_catch_up() -> Result<()> {
     require_root();
+    short_outage("stress hang", true)
+}
+
+/// 20 s of outage, a pod every 2 s, every third gone again before the end.
+fn short_outage(name: &str, hang: bool) -> Result<()> {
     let run = scenarios::api_outage(&OutagePlan {
         outage: Duration::from_secs(20),
         new_every: Duration::from_secs(2),
         die_one_in: 3,
-        hang: true,
+        hang,
     })?;
-    checked("stress hang", &run.report(), run.check())
+    checked(name, &run.report(), run.check())
 }
 
 /// A map of 8 cgroups (the machine fills it from the start) and 16 busy cgroups of ours: the

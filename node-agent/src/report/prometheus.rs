@@ -107,7 +107,7 @@ impl Prometheus {
                     .await
                     .map_err(|e| PromError::Unreachable {
                         url: self.base.clone(),
-                        reason: error_chain(&e),
+                        reason: crate::http_client::chain(&e),
                     })?;
             let status = response.status();
             let body =
@@ -117,7 +117,7 @@ impl Prometheus {
                     .await
                     .map_err(|e| PromError::Unreachable {
                         url: self.base.clone(),
-                        reason: error_chain(&e),
+                        reason: crate::http_client::chain(&e),
                     })?;
             Ok::<_, PromError>((status, body.to_bytes()))
         };
@@ -222,18 +222,6 @@ pub(crate) fn samples(data: &Value) -> Vec<Sample> {
             })
             .unwrap_or_default(),
     }
-}
-
-/// An error and its causes on one line (hyper's own message alone says only "client error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters.

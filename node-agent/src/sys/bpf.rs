@@ -328,17 +328,7 @@ mod tests {
         let fd = map.as_fd();
         let values: Vec<[u64; 2]> = (0..cpus as u64).map(|c| [c, 100 + c]).collect();
         let key = 7u64;
-        bpf(
-            BPF_MAP_UPDATE_ELEM,
-            &mut MapElemAttr {
-                map_fd: fd.as_raw_fd() as u32,
-                _pad: 0,
-                key: &key as *const u64 as u64,
-                value: values.as_ptr() as u64,
-                flags: 0,
-            },
-        )
-        .unwrap();
+        update(fd, key, &values);
 
         let mut short = vec![[0u64; 2]; cpus - 1];
         let e = percpu_lookup_and_delete(fd, key, &mut short).unwrap_err();
