@@ -67,7 +67,13 @@ fn deleting_map_entries_under_the_agent_never_makes_exports_go_back() -> Result<
 
     let cg = TestCgroup::new("map-reset")?;
     let path = format!("/{}", cg.path.strip_prefix(cgroup2_root()?)?.display());
-    let busy = cg.spawn(integration_tests::workload!().args(["spin", "4"]))?;
+    // One spinner more than there are CPUs, so that they are switched (and charged) at every
+    // scheduler slice: a lone spinner on a quiet CPU is charged only when something else
+    // runs, in lumps the deletions can cut into.
+    let cpus = thread::available_parallelism().map_or(2, usize::from);
+    let busy: Vec<_> = (0..=cpus)
+        .map(|_| cg.spawn(integration_tests::workload!().args(["spin", "4"])))
+        .collect::<Result<_, _>>()?;
     let (mut last_cpu, mut last_joules, mut deleted, mut dips) = (0u64, 0.0f64, 0, 0);
     for i in 0..14 {
         thread::sleep(Duration::from_millis(250));
@@ -104,7 +110,7 @@ fn deleting_map_entries_under_the_agent_never_makes_exports_go_back() -> Result<
         );
         (last_cpu, last_joules) = (cpu, joules);
     }
-    wait_all(vec![busy])?;
+    wait_all(busy)?;
     assert_eq!(deleted, 3);
     assert!(dips >= 1, "the kernel's count restarted after a delete");
     assert!(
